@@ -1,0 +1,42 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017): start dense, prune to the target on a cubic schedule."""
+from __future__ import annotations
+
+import torch
+
+from .base import Batch, Sparsifier, keyed_generator, topk_mask
+from .schedules import CubicPruningSchedule
+
+
+class GMP(Sparsifier):
+    """Dense until `gmp_start`; then every `gmp_every` steps until `gmp_stop`, each layer keeps its
+    largest-magnitude weights, with sparsity `s_t = s_f (1 - (1 - p)^3)` and `s_f` from the
+    distribution. Pruned weights never grow back."""
+
+    name = "gmp"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        c = self.config
+        every = c.gmp_every or max(1, round(0.01 * self.total_steps))
+        self.schedule = CubicPruningSchedule(self.steps_fraction(c.gmp_start), self.steps_fraction(c.gmp_stop), every)
+
+    def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
+        return [torch.ones(w.shape, dtype=torch.bool) for w in self.weights]
+
+    def is_update_step(self, t: int) -> bool:
+        return self.schedule.is_update(t)
+
+    def counts_after(self, t: int) -> list[int]:
+        """Per-layer active counts right after pruning at step `t`."""
+        return [self.schedule.count(t, n, k) for n, k in zip(self.sizes, self.targets)]
+
+    def planned_counts(self, t: int) -> list[int]:
+        last = self.schedule.last_update_before(t)
+        return list(self.sizes) if last is None else self.counts_after(last)
+
+    @torch.no_grad()
+    def updated_masks(self, t: int) -> list[torch.Tensor]:
+        return [
+            topk_mask(torch.where(m, w.abs(), -torch.inf), k, keyed_generator(self.config.seed, t, i, "prune"))
+            for i, (w, m, k) in enumerate(zip(self.weights, self.masks, self.counts_after(t)))
+        ]

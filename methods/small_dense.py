@@ -1,0 +1,54 @@
+"""The paper's Small-Dense baseline: a narrower dense model with the sparse model's parameter count."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .base import LayerFilter, sparse_layers
+from .distributions import layer_counts
+
+
+def parameter_count(model: nn.Module) -> int:
+    """All parameters of `model`."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def sparse_parameter_count(
+    model: nn.Module,
+    sparsity: float,
+    distribution: str = "uniform",
+    dense_first: bool | None = None,
+    dense_last: bool = False,
+    include: LayerFilter | None = None,
+) -> int:
+    """Active parameters of `model` sparsified this way: sparse-layer counts plus every other parameter."""
+    weights = [w for _, w in sparse_layers(model, include)]
+    dense = set()
+    if dense_first if dense_first is not None else distribution == "uniform":
+        dense.add(0)
+    if dense_last:
+        dense.add(len(weights) - 1)
+    counts = layer_counts([w.shape for w in weights], sparsity, distribution, sorted(dense))
+    return parameter_count(model) - sum(w.numel() for w in weights) + sum(counts)
+
+
+def small_dense_width(build: Callable[[float], nn.Module], sparsity: float, **sparse_options) -> float:
+    """Width multiplier whose dense model's parameter count is closest to the sparse model's active count.
+
+    `build(width)` returns the model at that width (width 1 is the sparse model's own);
+    `sparse_options` are those of `sparse_parameter_count`. Models are built on the meta
+    device, so no memory is allocated.
+    """
+    with torch.device("meta"):
+        target = sparse_parameter_count(build(1.0), sparsity, **sparse_options)
+
+        def size(width: float) -> int:
+            return parameter_count(build(width))
+
+        lo, hi = 1e-3, 1.0
+        for _ in range(40):  # smallest width whose model reaches the target
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if size(mid) >= target else (mid, hi)
+        return min((lo, hi), key=lambda w: (abs(size(w) - target), w))

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv, install sparsebench into it (with test tools when given --dev),
+# and install the datasets that exist offline on this kind of machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+if [[ "${1:-}" == "--dev" ]]; then extras="[dev]"; fi
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+echo "setup: installing sparsebench${extras} into .venv (torch is large; the first time takes minutes)"
+.venv/bin/python -m pip install -q -e ".${extras}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+bash scripts/fetch_data.sh
+echo "setup: done"
