@@ -39,7 +39,7 @@ class Snip(Sparsifier):
 
     `snip_scope="layer"` keeps each layer's count from the distribution (the RigL paper's
     variant); `"global"` ranks all non-dense layers together under one threshold (the SNIP
-    paper's). Saliency is summed over `init_batches`; the model's buffers (batch-norm
+    paper's). The gradient is summed over `init_batches`; the model's buffers (batch-norm
     statistics) and gradients are left as they were.
     """
 
@@ -66,17 +66,15 @@ class Snip(Sparsifier):
         return masks
 
     def _saliency(self, init_batches: list[Batch]) -> list[torch.Tensor]:
-        buffers = {k: v.clone() for k, v in self.model.state_dict().items() if k not in dict(self.model.named_parameters())}
-        saved_grads = [w.grad for w in self.weights]
-        saliency = [torch.zeros_like(w) for w in self.weights]
+        """|g * w| with g the gradient of the loss summed over `init_batches`."""
+        params = dict(self.model.named_parameters())
+        buffers = {k: v.clone() for k, v in self.model.state_dict().items() if k not in params}
+        saved_grads = {name: p.grad for name, p in params.items()}
+        self.model.zero_grad(set_to_none=True)
         for inputs, targets in init_batches:
-            for w in self.weights:
-                w.grad = None
             self.loss_fn(self.model(inputs), targets).backward()
-            with torch.no_grad():
-                for s, w in zip(saliency, self.weights):
-                    s.add_((w.grad * w).abs())
-        for w, g in zip(self.weights, saved_grads):
-            w.grad = g
+        saliency = [(w.grad * w).abs().detach().cpu() for w in self.weights]
+        for name, p in params.items():
+            p.grad = saved_grads[name]
         self.model.load_state_dict(buffers, strict=False)
-        return [s.cpu() for s in saliency]
+        return saliency
