@@ -8,7 +8,6 @@ masks change.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from collections.abc import Callable, Iterable
@@ -53,19 +52,20 @@ class SparsityConfig:
         """Raise a ValueError naming the fix for any field out of range."""
         check_sparsity(self.sparsity)
         checks = [
-            (self.distribution in DISTRIBUTIONS, f"distribution must be one of {', '.join(DISTRIBUTIONS)}"),
-            (self.anneal in ANNEALS, f"anneal must be one of {', '.join(ANNEALS)}"),
-            (self.delta_t >= 1, "delta_t must be a positive number of steps"),
-            (0 < self.t_end <= 1, "t_end must be a fraction of training in (0, 1]"),
-            (0 <= self.alpha <= 1, "alpha (the initial drop fraction) must be in [0, 1]"),
-            (0 <= self.snfs_momentum < 1, "snfs_momentum must be in [0, 1)"),
-            (0 <= self.gmp_start < self.gmp_stop <= 1, "need 0 <= gmp_start < gmp_stop <= 1 (fractions of training)"),
-            (self.gmp_every >= 0, "gmp_every must be >= 0 (0: about every 1% of training)"),
-            (self.snip_scope in ("layer", "global"), "snip_scope must be 'layer' or 'global'"),
+            (self.distribution in DISTRIBUTIONS, f"distribution must be one of {', '.join(DISTRIBUTIONS)}", "distribution"),
+            (self.anneal in ANNEALS, f"anneal must be one of {', '.join(ANNEALS)}", "anneal"),
+            (self.delta_t >= 1, "delta_t must be a positive number of steps", "delta_t"),
+            (0 < self.t_end <= 1, "t_end must be a fraction of training in (0, 1]", "t_end"),
+            (0 <= self.alpha <= 1, "alpha (the initial drop fraction) must be in [0, 1]", "alpha"),
+            (0 <= self.snfs_momentum < 1, "snfs_momentum must be in [0, 1)", "snfs_momentum"),
+            (0 <= self.gmp_start < self.gmp_stop <= 1, "need 0 <= gmp_start < gmp_stop <= 1 (fractions of training)",
+             "gmp_stop"),
+            (self.gmp_every >= 0, "gmp_every must be >= 0 (0: about every 1% of training)", "gmp_every"),
+            (self.snip_scope in ("layer", "global"), "snip_scope must be 'layer' or 'global'", "snip_scope"),
         ]
-        for ok, message in checks:
+        for ok, message, name in checks:
             if not ok:
-                raise ValueError(f"{message}; got {dataclasses.asdict(self)}")
+                raise ValueError(f"{message}; got {name}={getattr(self, name)!r}")
 
 
 @dataclass
@@ -97,6 +97,13 @@ def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.
     mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     mask[chosen] = True
     return mask.view_as(score)
+
+
+def random_mask(shape: torch.Size, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Boolean CPU mask of `shape` with exactly `k` positions chosen uniformly at random."""
+    mask = torch.zeros(math.prod(shape), dtype=torch.bool)
+    mask[torch.randperm(mask.numel(), generator=generator)[:k]] = True
+    return mask.view(shape)
 
 
 def sparse_layers(model: nn.Module, include: LayerFilter | None = None) -> list[tuple[str, nn.Parameter]]:
@@ -164,10 +171,8 @@ class Sparsifier:
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         """Masks at step 0; by default exactly `targets[i]` positions chosen uniformly at random."""
-        return [
-            topk_mask(torch.zeros(w.shape), k, keyed_generator(self.config.seed, 0, i, "init"))
-            for i, (w, k) in enumerate(zip(self.weights, self.targets))
-        ]
+        return [random_mask(w.shape, k, keyed_generator(self.config.seed, 0, i, "init"))
+                for i, (w, k) in enumerate(zip(self.weights, self.targets))]
 
     def is_update_step(self, t: int) -> bool:
         """Whether the masks change after optimizer step `t`."""

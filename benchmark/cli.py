@@ -1,0 +1,228 @@
+"""`python -m benchmark {run,list,summarize,flops}`: the suite's command line.
+
+Every `RunConfig` field is a flag of `run` and `flops` (`--delta-t`, `--t-end`, ...); a flag
+given overrides the preset, a flag left out keeps the preset's value.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import methods
+
+from .config import DEFAULT_PRESET, PRESET_NOTES, PRESETS, RunConfig, preset_config
+from .data import DATASETS
+from .models import MODELS
+
+GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds, --preset
+DEFAULT_METHODS = "dense,static,snip,gmp,set,rigl"
+DEFAULT_SPARSITY = "0.9"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: set[str]) -> None:
+    """One flag per RunConfig field; defaults are not applied here (the preset supplies them)."""
+    hints = typing.get_type_hints(RunConfig)
+    defaults = RunConfig()
+    group = parser.add_argument_group("run settings (override the preset)")
+    for f in dataclasses.fields(RunConfig):
+        if f.name in skip:
+            continue
+        kind = hints[f.name]
+        help_text = f.metadata.get("help", "") + f" (default {getattr(defaults, f.name)!r})"
+        flag = "--" + f.name.replace("_", "-")
+        if kind in (bool, bool | None):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, type=_floats, default=argparse.SUPPRESS, metavar="X,Y", help=help_text)
+        else:
+            group.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig fields the user gave on the command line."""
+    names = {f.name for f in dataclasses.fields(RunConfig)} - GRID_FIELDS
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description="Train sparse networks (RigL, SET, SNFS, SNIP, static, GMP, dense, small-dense) side by side, "
+                    "count their FLOPs, and write results CSVs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a grid of (method, sparsity, seed) runs",
+                         description="Train every (method, sparsity, seed) of the grid; finished runs are skipped, "
+                                     "interrupted ones resume from their checkpoint.")
+    run.add_argument("--preset", default=DEFAULT_PRESET, help=f"settings to start from (default {DEFAULT_PRESET}); "
+                     "see `python -m benchmark list`")
+    run.add_argument("--methods", default=DEFAULT_METHODS,
+                     help=f"comma list or 'all' (default {DEFAULT_METHODS}); dense runs once, at sparsity 0")
+    run.add_argument("--sparsity", default=DEFAULT_SPARSITY, help="comma list of sparsities in [0, 1) (default 0.9)")
+    run.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
+    run.add_argument("--out", default="results", help="output folder: runs.csv and runs/<run id>/ (default results)")
+    run.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
+    run.add_argument("--dry-run", action="store_true", help="print the grid and its planned FLOPs; train nothing")
+    add_config_flags(run, GRID_FIELDS)
+
+    sub.add_parser("list", help="presets, models, datasets and methods with their defaults")
+
+    summarize = sub.add_parser("summarize", help="mean +- std over seeds of a runs.csv, as a table, CSV and Markdown")
+    summarize.add_argument("--runs", default="results/runs.csv", help="runs CSV (default results/runs.csv)")
+    summarize.add_argument("--out", default=None, help="folder for summary.csv and summary.md (default: beside --runs)")
+
+    flops = sub.add_parser("flops", help="training and inference FLOPs of a run, without training or data",
+                           description="Step the method's schedule on the model's shapes and print its FLOPs and "
+                                       "multipliers (the paper's accounting: multiply-add = 2 FLOPs, conv/linear only).")
+    flops.add_argument("--preset", default=DEFAULT_PRESET, help=f"default {DEFAULT_PRESET}")
+    flops.add_argument("--method", default="rigl", help="method name (default rigl)")
+    flops.add_argument("--sparsity", type=float, default=0.9, help="default 0.9")
+    flops.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_config_flags(flops, GRID_FIELDS)
+    return parser
+
+
+def _methods(text: str) -> list[str]:
+    names = list(methods.METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    for name in names:
+        methods.method_class(name)
+    return names
+
+
+def _sparsities(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--sparsity takes comma-separated numbers in [0, 1), got {text!r}") from None
+    if not values:
+        raise ValueError("--sparsity is empty; pass e.g. --sparsity 0.8,0.9")
+    for v in values:
+        methods.distributions.check_sparsity(v)
+    return values
+
+
+def _check_writable(out: Path) -> None:
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK) or not probe.is_dir():
+        raise ValueError(f"--out {out} is not writable; pass a folder you can write to")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .sweep import dry_run_table, expand_grid, parse_seeds, run_sweep
+    from .results import read_runs, summarize, summary_markdown
+
+    configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), parse_seeds(args.seeds),
+                          **overrides_from(args))
+    out = Path(args.out)
+    if args.dry_run:
+        import pandas as pd
+
+        table = pd.DataFrame(dry_run_table(configs))
+        columns = ["run_id", "method", "distribution", "sparsity", "seed", "steps", "train_multiplier",
+                   "inference_multiplier", "train_flops"]
+        print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        return 0
+    _check_writable(out)
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    print(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, sparsity {args.sparsity}, "
+          f"seeds {args.seeds}; results in {out}/runs.csv")
+    run_sweep(configs, out, args.workers)
+    ids = {c.run_id() for c in configs}
+    df = read_runs(out / "runs.csv")
+    print()
+    print(summary_markdown(summarize(df[df.run_id.isin(ids)])))
+    print(f"rows: {out / 'runs.csv'}; run folders: {out / 'runs'}/; "
+          f"summary over all rows: python -m benchmark summarize --runs {out / 'runs.csv'}")
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    print("presets (python -m benchmark run --preset NAME):")
+    for name, settings in PRESETS.items():
+        print(f"  {name:24s} {PRESET_NOTES[name]}")
+        print("      " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    print("\nmodels:   " + ", ".join(MODELS) + ", wrn-D-K (any depth 6n+4, widen factor K)")
+    print("datasets: " + ", ".join(f"{k} ({v.num_classes} classes, {'x'.join(map(str, v.input_shape))})"
+                                   for k, v in DATASETS.items()))
+    print("methods:  " + ", ".join(methods.METHODS))
+    print("distributions: " + ", ".join(methods.DISTRIBUTIONS))
+    print("\nmethod defaults (any preset may override):")
+    defaults = methods.SparsityConfig()
+    for f in dataclasses.fields(defaults):
+        print(f"  --{f.name.replace('_', '-'):22s} {getattr(defaults, f.name)!r}")
+    return 0
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from .results import read_runs, summarize, summary_markdown
+
+    runs = Path(args.runs)
+    summary = summarize(read_runs(runs))
+    out = Path(args.out) if args.out else runs.parent
+    _check_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out / "summary.csv", index=False)
+    markdown = summary_markdown(summary)
+    (out / "summary.md").write_text(markdown)
+    print(markdown)
+    print(f"written: {out / 'summary.csv'}, {out / 'summary.md'}")
+    return 0
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    from .train import plan_run
+
+    cfg = preset_config(args.preset, **overrides_from(args), method=args.method, sparsity=args.sparsity)
+    summary = dataclasses.asdict(plan_run(cfg))
+    if args.json:
+        print(json.dumps({"preset": args.preset, "method": cfg.method, "distribution": cfg.distribution,
+                          "sparsity": cfg.sparsity, "multiplier": cfg.multiplier, **summary}, indent=2))
+        return 0
+    print(f"{cfg.method} on {cfg.model}/{cfg.dataset} ({args.preset}), {cfg.distribution}, sparsity {cfg.sparsity:g}, "
+          f"{cfg.multiplier:g}x, {summary['steps']} steps at batch {cfg.batch_size}")
+    print(f"  dense forward f_D          {summary['dense_forward']:.4g} FLOPs per sample")
+    print(f"  sparse forward f_S         {summary['sparse_forward']:.4g} FLOPs per sample (inference)")
+    print(f"  training FLOPs             {summary['train_flops']:.4g} "
+          f"({summary['train_flops_per_sample']:.4g} per sample)")
+    print(f"  training FLOPs multiplier  {summary['train_multiplier']:.4f}x of dense at 1x")
+    print(f"  inference multiplier       {summary['inference_multiplier']:.4f}x")
+    if summary["init_flops"]:
+        print(f"  SNIP scoring (separate)    {summary['init_flops']:.4g} FLOPs")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "summarize": cmd_summarize, "flops": cmd_flops}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and dispatch; bad input ends with one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    from .train import RunInterrupted
+
+    try:
+        return COMMANDS[args.command](args)
+    except RunInterrupted as stop:
+        print(f"interrupted: {stop}; run the same command again to resume", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,175 @@
+"""Run settings: one dataclass whose fields are also the CLI flags, and the paper's presets.
+
+A run's identity is the hash of its experiment settings that differ from the defaults
+(open_lth's scheme), so re-running a sweep finds the runs it already has. Fields marked
+`identity=False` (device, logging, data location) do not change what is computed and are
+left out of the hash.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import methods
+from methods import SparsityConfig
+
+from .data import DATASETS
+from .models import MODELS, WRN_PATTERN
+
+
+def _exec(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"identity": False, "help": help})
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RunConfig(SparsityConfig):
+    """Everything that defines one training run (the sparsity fields come from `SparsityConfig`)."""
+
+    method: str = _opt("rigl", "sparse training method")
+    preset: str = _opt("", "preset the settings came from (recorded only)")
+    dataset: str = _opt("fashion-mnist", "dataset name")
+    model: str = _opt("lenet-300-100", "model name")
+    epochs: float = _opt(10.0, "training epochs at multiplier 1 (ignored when steps > 0)")
+    steps: int = _opt(0, "optimizer steps at multiplier 1; 0 derives them from epochs")
+    batch_size: int = _opt(100, "global batch size")
+    optimizer: str = _opt("sgd", "sgd (momentum) or adamw")
+    lr: float = _opt(0.1, "peak learning rate")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(True, "Nesterov momentum")
+    weight_decay: float = _opt(5e-4, "weight decay (L2 for sgd, decoupled for adamw)")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    lr_milestones: tuple[float, ...] = _opt((), "epochs (at multiplier 1) where the lr is multiplied by lr_gamma")
+    lr_gamma: float = _opt(0.1, "lr decay factor at each milestone")
+    warmup_epochs: float = _opt(0.0, "linear lr warm-up epochs")
+    multiplier: float = _opt(1.0, "the paper's Mx training: steps, lr milestones and schedules scaled by M")
+    val_fraction: float = _opt(0.0, "fraction of the training set held out for validation")
+    train_subset: int = _opt(0, "train on the first N examples of a fixed permutation (0: all)")
+    snip_batches: int = _opt(1, "training batches SNIP scores its saliency on")
+    width: float = _opt(0.0, "small-dense width multiplier (0: the width matching the sparse model's parameters)")
+    device: str = _exec("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = _exec(False, "bf16 autocast")
+    data_root: str = _exec("", "where datasets are (default: SPARSEBENCH_DATA, data/, system copies)")
+    log_every: int = _exec(100, "steps between rows of log.csv")
+    eval_every: int = _exec(0, "steps between test evaluations (0: once per epoch)")
+    checkpoint_every: int = _exec(1000, "steps between checkpoints (rounded to a multiple of log_every)")
+
+    def validate(self) -> None:
+        """Raise ValueError naming the fix for any unknown name or out-of-range value."""
+        super().validate()
+        methods.method_class(self.method)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
+        if self.model not in MODELS and not WRN_PATTERN.fullmatch(self.model):
+            raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(MODELS)}, wrn-D-K")
+        checks = [
+            (self.epochs > 0 or self.steps > 0, "set epochs > 0 or steps > 0"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.multiplier > 0, "multiplier must be > 0 (1 is the paper's 1x)"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1"),
+            (self.snip_batches >= 1, "snip_batches must be >= 1"),
+            (self.width >= 0, "width must be >= 0 (0 picks the parameter-matched small-dense width)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def sparsity_config(self) -> SparsityConfig:
+        """The `methods` settings of this run; GMP's pruning interval stretches with the multiplier,
+        like its start and stop (Gale et al.'s 1.5x runs), so Mx keeps the same pruning events."""
+        config = SparsityConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SparsityConfig)})
+        config.gmp_every = round(self.gmp_every * self.multiplier)
+        return config
+
+    def identity(self) -> dict[str, Any]:
+        """Experiment settings that differ from the defaults: what names the run."""
+        default = RunConfig()
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("identity", True) and f.name != "preset" and getattr(self, f.name) != getattr(default, f.name)
+        }
+
+    def run_id(self) -> str:
+        """Readable prefix plus a short hash of `identity()`."""
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=list).encode()).hexdigest()[:10]
+        return f"{self.method}-s{self.sparsity:g}-seed{self.seed}-{digest}"
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of this run, multiplier included."""
+        base = self.steps or math.ceil(self.epochs * steps_per_epoch)
+        return max(1, round(base * self.multiplier))
+
+    def reference_steps(self, steps_per_epoch: int) -> int:
+        """Steps of the same run at multiplier 1 (the FLOP multiplier's denominator)."""
+        return self.steps or math.ceil(self.epochs * steps_per_epoch)
+
+
+def _paper_imagenet() -> dict[str, Any]:
+    steps = 32000
+    return dict(dataset="imagenet", model="resnet-50", steps=steps, batch_size=4096, lr=1.6, momentum=0.9,
+                nesterov=True, weight_decay=1e-4, label_smoothing=0.1, warmup_epochs=5, lr_milestones=(30, 70, 90),
+                lr_gamma=0.1, delta_t=100, t_end=25000 / steps, gmp_start=10000 / steps, gmp_stop=25000 / steps,
+                gmp_every=1000, epochs=100)
+
+
+def _paper_cifar10() -> dict[str, Any]:
+    steps_per_epoch = 50000 / 128
+    steps = round(250 * steps_per_epoch)  # 97,656
+    return dict(dataset="cifar10", model="wrn-22-2", epochs=250, batch_size=128, lr=0.1, weight_decay=5e-4,
+                lr_milestones=tuple(round(k * 30000 / steps_per_epoch, 3) for k in (1, 2, 3)), lr_gamma=0.2,
+                distribution="erk", delta_t=100, t_end=75000 / steps, gmp_start=20000 / steps,
+                gmp_stop=75000 / steps, gmp_every=1000)
+
+
+def _paper_mnist() -> dict[str, Any]:
+    steps = 120000
+    return dict(dataset="mnist", model="lenet-300-100", epochs=200, batch_size=100, lr=0.2, weight_decay=1e-4,
+                lr_milestones=(75, 95), lr_gamma=1 / 3, delta_t=100, t_end=50000 / steps,
+                gmp_start=2000 / steps, gmp_stop=30000 / steps, gmp_every=500)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "fashion-mnist-lenet300": dict(dataset="fashion-mnist", model="lenet-300-100", epochs=10, batch_size=100,
+                                   lr=0.1, weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1),
+    "fashion-mnist-lenet5": dict(dataset="fashion-mnist", model="lenet-5", epochs=10, batch_size=100, lr=0.05,
+                                 weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1, distribution="erk"),
+    "digits-lenet300": dict(dataset="digits", model="lenet-300-100", epochs=20, batch_size=50, lr=0.1,
+                            weight_decay=5e-4, delta_t=20, log_every=10, checkpoint_every=100),
+    "mnist-lenet300": _paper_mnist(),
+    "cifar10-wrn22-2": _paper_cifar10(),
+    "imagenet-resnet50": _paper_imagenet(),
+}
+PRESET_NOTES = {
+    "fashion-mnist-lenet300": "CPU-sized: 10 epochs, SGD 0.1 decayed x0.1 at epochs 5 and 7.5",
+    "fashion-mnist-lenet5": "CPU-sized conv net, ERK by default",
+    "digits-lenet300": "seconds on a CPU: scikit-learn's 8x8 digits, for smoke tests",
+    "mnist-lenet300": "paper appendix B protocol (200 epochs, 120k steps)",
+    "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
+    "imagenet-resnet50": "paper protocol (32k steps at batch 4096); needs an ImageFolder root",
+}
+DEFAULT_PRESET = "fashion-mnist-lenet300"
+
+
+def preset_config(name: str, **overrides: Any) -> RunConfig:
+    """A validated RunConfig from preset `name` with `overrides` on top."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; see `python -m benchmark run --help`")
+    config = RunConfig(**{**PRESETS[name], **overrides, "preset": name})
+    config.lr_milestones = tuple(config.lr_milestones)
+    config.validate()
+    return config

@@ -1,0 +1,364 @@
+"""One training run: data, model, method, per-step FLOPs, logs, checkpoints and final metrics.
+
+A run directory holds `config.json`, `log.csv` (every `log_every` steps), `evals.csv` (test
+evaluations), `updates.csv` (mask updates), `checkpoint.pt` (everything needed to resume
+bit-identically) and, once finished, `metrics.json`.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import methods
+
+from .config import RunConfig
+from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
+from .flops import FlopCounter, FlopSummary, forward_flops, plan
+from .models import build_model
+
+LOG_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_accuracy", "density", "train_flops", "wall_time_s"]
+EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "val_loss", "val_accuracy"]
+UPDATE_COLUMNS = ["step", "grown", "grown_fraction", "density"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+class RunInterrupted(Exception):
+    """Training stopped on request (Ctrl-C) after writing a checkpoint."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read; the message says how to recover."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else CPU; anything else must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def git_commit() -> str:
+    """The commit of the code that runs (with `+dirty` if it has uncommitted changes), or `unknown`."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum and L2, or AdamW with decoupled decay."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: RunConfig, epoch_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then x lr_gamma at each milestone; milestones (not the warm-up) scale with the multiplier."""
+    warmup = round(cfg.warmup_epochs * epoch_steps)
+    milestones = [round(m * epoch_steps * cfg.multiplier) for m in cfg.lr_milestones]
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        return warm * cfg.lr_gamma ** sum(step >= m for m in milestones)
+
+    return factor
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data, split: str, criterion, amp: bool) -> tuple[float, float]:
+    """(mean loss, accuracy in %) of `model` on a split."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.long)
+    seen = 0
+    for x, y in eval_batches(data, split):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+        loss += criterion(out.float(), y).float().cpu() * len(y)
+        correct += (out.argmax(1) == y).sum().cpu()
+        seen += len(y)
+    model.train(was_training)
+    return loss.item() / seen, 100.0 * correct.item() / seen
+
+
+class CsvLog:
+    """An append-only CSV with a fixed header, truncated to `step <= k` when a run resumes."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+
+    def truncate(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        self._write(rows, "w")
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._write([row], "a")
+
+    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
+        new = mode == "w" or not self.path.exists()
+        with self.path.open(mode, newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """Read a checkpoint, or raise CheckpointError naming the file and the fix."""
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # any unpickling or zip error means the file is unusable
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(err).__name__}); delete it to restart that run from step 0"
+        ) from None
+
+
+class _StopFlag:
+    """Turns SIGINT into a flag the loop checks between steps, so state is saved consistently."""
+
+    def __init__(self):
+        self.set = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+        return self
+
+    def _handle(self, *_):
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+@dataclass
+class RunSetup:
+    """The objects of one run, before any data is seen."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: nn.Module
+    sparsifier: methods.Sparsifier
+    counter: FlopCounter
+    width: float
+    total_steps: int
+    reference_steps: int
+
+
+@functools.lru_cache(maxsize=32)
+def _forward_flops(model: str, num_classes: int, input_shape: tuple[int, ...], width: float) -> dict[str, float]:
+    """Per-module forward FLOPs of a model (cached: fvcore traces the model, which takes seconds for ResNet-50)."""
+    return forward_flops(build_model(model, num_classes, input_shape, width), input_shape)
+
+
+def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], epoch_steps: int,
+              device: torch.device, init_batches: list) -> RunSetup:
+    """Build model (narrowed for small-dense), optimizer, lr schedule, loss, method and FLOP counter."""
+    total, reference_steps = cfg.total_steps(epoch_steps), cfg.reference_steps(epoch_steps)
+
+    def build(width: float) -> nn.Module:
+        return build_model(cfg.model, num_classes, input_shape, width)
+
+    width = 1.0
+    if cfg.method == "small-dense":
+        width = cfg.width or methods.small_dense_width(build, cfg.sparsity, distribution=cfg.distribution,
+                                                       dense_first=cfg.dense_first, dense_last=cfg.dense_last)
+    torch.manual_seed(cfg.seed)
+    model = build(width).to(device)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, epoch_steps))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    sparsifier = methods.create(cfg.method, model, optimizer, total_steps=total, config=cfg.sparsity_config(),
+                                init_batches=init_batches, loss_fn=criterion)
+    key = (cfg.model, num_classes, tuple(input_shape))
+    reference = sum(_forward_flops(*key, 1.0).values())
+    counter = FlopCounter(_forward_flops(*key, width), sparsifier.names, sparsifier.sizes, reference)
+    return RunSetup(model, optimizer, scheduler, criterion, sparsifier, counter, width, total, reference_steps)
+
+
+def plan_run(cfg: RunConfig) -> FlopSummary:
+    """FLOPs of a run from its settings alone: no dataset, no training (SNIP scores one random batch,
+    which fixes its per-layer counts; `snip_scope=global` counts depend on data and are only estimated)."""
+    info = DATASETS[cfg.dataset]
+    train_size = cfg.train_subset or round(info.train_size * (1 - cfg.val_fraction))
+    epoch_steps = max(1, train_size // cfg.batch_size)
+    init = [(torch.randn(2, *info.input_shape), torch.zeros(2, dtype=torch.long))] if cfg.method == "snip" else []
+    run = setup_run(cfg, info.num_classes, info.input_shape, epoch_steps, torch.device("cpu"), init)
+    return plan(run.sparsifier, run.counter, run.reference_steps,
+                snip_init_samples=cfg.snip_batches * cfg.batch_size if init else 0, batch_size=cfg.batch_size)
+
+
+def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | None = None,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train one run in `run_dir`, resuming from its checkpoint if there is one; return its metrics.
+
+    `progress(step, total)` is called after every step. `stop_after=k` stops after step k as an
+    interruption would (checkpoint written, RunInterrupted raised): tests use it to cut runs.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_root or None, val_fraction=cfg.val_fraction,
+                        train_subset=cfg.train_subset or None, device=device)
+    epoch_steps = steps_per_epoch(data, cfg.batch_size)
+    first = train_batches(data, cfg.batch_size, cfg.seed)
+    init_batches = [next(first) for _ in range(cfg.snip_batches)] if cfg.method == "snip" else []
+    run = setup_run(cfg, data.num_classes, data.input_shape, epoch_steps, device, init_batches)
+    model, optimizer, scheduler, criterion, sparsifier = run.model, run.optimizer, run.scheduler, run.criterion, run.sparsifier
+    total, flops = run.total_steps, run.counter.accumulator()
+
+    logs = {"log": CsvLog(run_dir / "log.csv", LOG_COLUMNS), "evals": CsvLog(run_dir / "evals.csv", EVAL_COLUMNS),
+            "updates": CsvLog(run_dir / "updates.csv", UPDATE_COLUMNS)}
+    checkpoint_path = run_dir / "checkpoint.pt"
+    log_every = cfg.log_every
+    checkpoint_every = -(-cfg.checkpoint_every // log_every) * log_every
+    eval_every = cfg.eval_every or epoch_steps
+    state = {"step": 0, "elapsed": 0.0, "best": None, "loss_sum": 0.0, "correct": 0, "seen": 0}
+    if checkpoint_path.exists():
+        ckpt = load_checkpoint(checkpoint_path, device)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            sparsifier.load_state_dict(ckpt["sparsifier"])
+            flops.load_state_dict(ckpt["flops"])
+            state = ckpt["state"]
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {checkpoint_path} does not match this run ({str(err).splitlines()[0]}); "
+                                  "delete it to restart that run from step 0") from None
+    else:
+        (run_dir / "config.json").write_text(json.dumps(run_record(cfg, device, run.width, total), indent=2))
+    for log in logs.values():
+        log.truncate(state["step"])
+
+    def save() -> None:
+        save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "sparsifier": sparsifier.state_dict(),
+                     "flops": flops.state_dict(), "state": state}, checkpoint_path)
+
+    def run_eval(step: int) -> None:
+        test_loss, test_acc = evaluate(model, data, "test", criterion, cfg.amp)
+        val_loss, val_acc = evaluate(model, data, "val", criterion, cfg.amp) if data.val is not None else ("", "")
+        logs["evals"].append(dict(step=step, epoch=round(step / epoch_steps, 4), test_loss=test_loss,
+                                  test_accuracy=test_acc, val_loss=val_loss, val_accuracy=val_acc))
+        state["best"] = max(test_acc, state["best"] or 0.0)
+        state["last_eval"] = (step, test_loss, test_acc, val_loss, val_acc)
+
+    model.train()
+    batches = train_batches(data, cfg.batch_size, cfg.seed, start_step=state["step"])
+    loss_sum = torch.tensor(state["loss_sum"], device=device)
+    correct = torch.tensor(state["correct"], device=device)
+    started = time.perf_counter() - state["elapsed"]
+    with _StopFlag() as stop:
+        for t in range(state["step"], total):
+            x, y = next(batches)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                out = model(x)
+                loss = criterion(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            info = sparsifier.step()
+            scheduler.step()
+            flops.step(info)
+            loss_sum += loss.detach().float() * len(y)
+            correct += (out.argmax(1) == y).sum()
+            state["seen"] += len(y)
+            step = t + 1
+            state["step"], state["elapsed"] = step, time.perf_counter() - started
+            if info.updated:
+                logs["updates"].append(dict(step=step, grown=info.grown, grown_fraction=info.grown / sum(info.counts),
+                                            density=sparsifier.global_density()))
+            if step % log_every == 0 or step == total:
+                logs["log"].append(dict(
+                    step=step, epoch=round(step / epoch_steps, 4), lr=scheduler.get_last_lr()[0],
+                    train_loss=loss_sum.item() / state["seen"], train_accuracy=100 * correct.item() / state["seen"],
+                    density=sparsifier.global_density(), train_flops=flops.total * cfg.batch_size,
+                    wall_time_s=round(state["elapsed"], 3)))
+                loss_sum.zero_()
+                correct.zero_()
+                state["seen"] = 0
+            if step % eval_every == 0 or step == total:
+                run_eval(step)
+            if progress:
+                progress(step, total)
+            interrupted = stop.set or step == stop_after
+            if step % checkpoint_every == 0 or step == total or interrupted:
+                state["loss_sum"], state["correct"] = loss_sum.item(), correct.item()
+                save()
+            if interrupted and step < total:
+                raise RunInterrupted(f"stopped after step {step} of {total}; checkpoint saved in {run_dir}")
+
+    metrics = final_metrics(cfg, sparsifier, flops, state, run.reference_steps, run.width,
+                            len(init_batches) * cfg.batch_size)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def run_record(cfg: RunConfig, device: torch.device, width: float, total: int) -> dict[str, Any]:
+    """config.json: every setting, plus what else decides the numbers (code, library, device)."""
+    return {"run_id": cfg.run_id(), "config": dataclasses.asdict(cfg), "width": width, "total_steps": total,
+            "commit": git_commit(), "torch": torch.__version__, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+
+
+def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: dict[str, Any],
+                  reference_steps: int, width: float, init_samples: int) -> dict[str, Any]:
+    """metrics.json of a finished run."""
+    step, test_loss, test_acc, val_loss, val_acc = state["last_eval"]
+    summary = flops.summary(reference_steps, sparsifier.counts, init_samples, cfg.batch_size)
+    total_params = methods.parameter_count(sparsifier.model)
+    return {
+        "run_id": cfg.run_id(),
+        "test_accuracy": test_acc,
+        "best_test_accuracy": state["best"],
+        "test_loss": test_loss,
+        "val_accuracy": val_acc,
+        "val_loss": val_loss,
+        "steps": step,
+        "width": width,
+        "global_density": sparsifier.global_density(),
+        "layer_density": sparsifier.densities(),
+        "active_params": total_params - sum(sparsifier.sizes) + sum(sparsifier.counts),
+        "total_params": total_params,
+        "flops": dataclasses.asdict(summary),
+        "wall_time_s": state["elapsed"],
+        "steps_per_s": step / state["elapsed"] if state["elapsed"] else None,
+        "commit": git_commit(),
+        "torch": torch.__version__,
+    }
