@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -115,11 +115,13 @@ def _sparsities(text: str) -> list[float]:
 
 
 def _check_writable(out: Path) -> None:
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK) or not probe.is_dir():
-        raise ValueError(f"--out {out} is not writable; pass a folder you can write to")
+    """Create `out` and write a probe file in it, or raise ValueError naming the folder."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out} is not writable ({err.strerror}); pass a folder you can write to") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -176,7 +178,6 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     summary = summarize(read_runs(runs))
     out = Path(args.out) if args.out else runs.parent
     _check_writable(out)
-    out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "summary.csv", index=False)
     markdown = summary_markdown(summary)
     (out / "summary.md").write_text(markdown)

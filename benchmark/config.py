@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,8 @@ class RunConfig(SparsityConfig):
     val_fraction: float = _opt(0.0, "fraction of the training set held out for validation")
     train_subset: int = _opt(0, "train on the first N examples of a fixed permutation (0: all)")
     snip_batches: int = _opt(1, "training batches SNIP scores its saliency on")
+    init_from: str = _opt("", "checkpoint.pt or run folder whose final weights and masks start this run "
+                               "(restarts, lottery tickets); needs static, set, snfs or rigl")
     width: float = _opt(0.0, "small-dense width multiplier (0: the width matching the sparse model's parameters)")
     device: str = _exec("auto", "auto, cpu, cuda or cuda:N")
     amp: bool = _exec(False, "bf16 autocast")
@@ -60,6 +63,15 @@ class RunConfig(SparsityConfig):
     log_every: int = _exec(100, "steps between rows of log.csv")
     eval_every: int = _exec(0, "steps between test evaluations (0: once per epoch)")
     checkpoint_every: int = _exec(1000, "steps between checkpoints (rounded to a multiple of log_every)")
+
+    def __post_init__(self) -> None:
+        # Normalise numbers to their declared types, so 1 and 1.0 name the same run.
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), _FIELD_TYPES[f.name]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+            elif typing.get_origin(kind) is tuple:
+                setattr(self, f.name, tuple(float(v) for v in value))
 
     def validate(self) -> None:
         """Raise ValueError naming the fix for any unknown name or out-of-range value."""
@@ -115,6 +127,9 @@ class RunConfig(SparsityConfig):
         return self.steps or math.ceil(self.epochs * steps_per_epoch)
 
 
+_FIELD_TYPES = typing.get_type_hints(RunConfig)
+
+
 def _paper_imagenet() -> dict[str, Any]:
     steps = 32000
     return dict(dataset="imagenet", model="resnet-50", steps=steps, batch_size=4096, lr=1.6, momentum=0.9,
@@ -141,19 +156,21 @@ def _paper_mnist() -> dict[str, Any]:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "fashion-mnist-lenet300": dict(dataset="fashion-mnist", model="lenet-300-100", epochs=10, batch_size=100,
-                                   lr=0.1, weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1),
+                                   lr=0.1, weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1,
+                                   distribution="erk", dense_first=False),
     "fashion-mnist-lenet5": dict(dataset="fashion-mnist", model="lenet-5", epochs=10, batch_size=100, lr=0.05,
                                  weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1, distribution="erk"),
     "digits-lenet300": dict(dataset="digits", model="lenet-300-100", epochs=20, batch_size=50, lr=0.1,
-                            weight_decay=5e-4, delta_t=20, log_every=10, checkpoint_every=100),
+                            weight_decay=5e-4, delta_t=20, log_every=10, checkpoint_every=100, dense_first=False),
     "mnist-lenet300": _paper_mnist(),
     "cifar10-wrn22-2": _paper_cifar10(),
     "imagenet-resnet50": _paper_imagenet(),
 }
 PRESET_NOTES = {
-    "fashion-mnist-lenet300": "CPU-sized: 10 epochs, SGD 0.1 decayed x0.1 at epochs 5 and 7.5",
+    "fashion-mnist-lenet300": "CPU-sized: 10 epochs, SGD 0.1 decayed x0.1 at epochs 5 and 7.5, ERK (= ER for an "
+                              "MLP); the first layer is sparse under uniform too (it holds 88% of the weights)",
     "fashion-mnist-lenet5": "CPU-sized conv net, ERK by default",
-    "digits-lenet300": "seconds on a CPU: scikit-learn's 8x8 digits, for smoke tests",
+    "digits-lenet300": "seconds on a CPU: scikit-learn's 8x8 digits, for smoke tests (first layer sparse)",
     "mnist-lenet300": "paper appendix B protocol (200 epochs, 120k steps)",
     "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
     "imagenet-resnet50": "paper protocol (32k steps at batch 4096); needs an ImageFolder root",
@@ -170,6 +187,5 @@ def preset_config(name: str, **overrides: Any) -> RunConfig:
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; see `python -m benchmark run --help`")
     config = RunConfig(**{**PRESETS[name], **overrides, "preset": name})
-    config.lr_milestones = tuple(config.lr_milestones)
     config.validate()
     return config

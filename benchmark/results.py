@@ -131,6 +131,6 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
         if not metrics_path.exists():
             continue
         record = json.loads(config_path.read_text())
-        cfg = RunConfig(**{**record["config"], "lr_milestones": tuple(record["config"]["lr_milestones"])})
+        cfg = RunConfig(**record["config"])
         rows.append(run_row(cfg, json.loads(metrics_path.read_text()), record["device"]))
     return pd.DataFrame(rows, columns=RUN_COLUMNS)

@@ -135,6 +135,15 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """A run folder's checkpoint.pt, or the file itself."""
+    path = Path(path)
+    path = path / "checkpoint.pt" if path.is_dir() else path
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; pass a run folder or its checkpoint.pt")
+    return path
+
+
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """Read a checkpoint, or raise CheckpointError naming the file and the fix."""
     try:
@@ -202,11 +211,16 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
                                                        dense_first=cfg.dense_first, dense_last=cfg.dense_last)
     torch.manual_seed(cfg.seed)
     model = build(width).to(device)
+    masks = None
+    if cfg.init_from:
+        start = load_checkpoint(checkpoint_file(cfg.init_from), device)
+        model.load_state_dict(start["model"])
+        masks = start["sparsifier"]["masks"]
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, epoch_steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     sparsifier = methods.create(cfg.method, model, optimizer, total_steps=total, config=cfg.sparsity_config(),
-                                init_batches=init_batches, loss_fn=criterion)
+                                init_batches=init_batches, loss_fn=criterion, masks=masks)
     key = (cfg.model, num_classes, tuple(input_shape))
     reference = sum(_forward_flops(*key, 1.0).values())
     counter = FlopCounter(_forward_flops(*key, width), sparsifier.names, sparsifier.sizes, reference)
@@ -274,7 +288,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
 
     def run_eval(step: int) -> None:
         test_loss, test_acc = evaluate(model, data, "test", criterion, cfg.amp)
-        val_loss, val_acc = evaluate(model, data, "val", criterion, cfg.amp) if data.val is not None else ("", "")
+        val_loss, val_acc = evaluate(model, data, "val", criterion, cfg.amp) if data.val is not None else (None, None)
         logs["evals"].append(dict(step=step, epoch=round(step / epoch_steps, 4), test_loss=test_loss,
                                   test_accuracy=test_acc, val_loss=val_loss, val_accuracy=val_acc))
         state["best"] = max(test_acc, state["best"] or 0.0)

@@ -41,16 +41,18 @@ def make_config(config: SparsityConfig | None = None, **overrides) -> SparsityCo
 
 
 def create(name, model, optimizer, *, total_steps, config=None, include=None, init_batches=None, loss_fn=None,
-           **overrides) -> Sparsifier:
+           masks=None, **overrides) -> Sparsifier:
     """Build method `name` on `model`: masks are created and applied at once.
 
     `overrides` are `SparsityConfig` fields (sparsity, distribution, delta_t, ...);
     `include(name, module)` chooses sparse layers (default: conv and linear weights);
-    `init_batches` and `loss_fn` are used by methods that score weights at init (snip).
+    `init_batches` and `loss_fn` are used by methods that score weights at init (snip);
+    `masks` ({layer name: bool tensor}) starts static/set/snfs/rigl from given masks instead of
+    random ones (their counts become the per-layer targets).
     """
     cls = method_class(name)
     return cls(model, optimizer, total_steps=total_steps, config=make_config(config, **overrides),
-               include=include, init_batches=init_batches, loss_fn=loss_fn)
+               include=include, init_batches=init_batches, loss_fn=loss_fn, masks=masks)
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -125,6 +125,7 @@ class Sparsifier:
 
     name: ClassVar[str]
     dynamic: ClassVar[bool] = False
+    accepts_masks: ClassVar[bool] = True  # can start from given masks (restarts, lottery tickets)
 
     def __init__(
         self,
@@ -136,6 +137,7 @@ class Sparsifier:
         include: LayerFilter | None = None,
         init_batches: Iterable[Batch] | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        masks: Mapping[str, torch.Tensor] | None = None,
     ):
         self.config = config or SparsityConfig()
         self.config.validate()
@@ -151,18 +153,34 @@ class Sparsifier:
         self.names = [name for name, _ in layers]
         self.weights = [weight for _, weight in layers]
         self.sizes = [w.numel() for w in self.weights]
-        self.targets = self.target_counts()
         self.t = 0
         self.loss_fn = loss_fn or nn.functional.cross_entropy
-        masks = self.initial_masks(list(init_batches or []))
+        if masks is None:
+            self.targets = self.target_counts()
+            masks = self.initial_masks(list(init_batches or []))
+        else:
+            masks = self._given_masks(masks)
+            self.targets = [int(m.sum()) for m in masks]
         self.masks = [m.to(device=w.device, dtype=torch.bool) for m, w in zip(masks, self.weights)]
         self.counts = [int(m.sum()) for m in self.masks]
         self.apply_masks()
 
+    def _given_masks(self, masks: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Validate masks passed to the constructor: one per sparse layer, of its shape."""
+        if not self.accepts_masks:
+            raise ValueError(f"{self.name} builds its own masks; masks= is for methods with a fixed count per layer "
+                             "(static, set, snfs, rigl)")
+        shapes = {n: tuple(m.shape) for n, m in masks.items()}
+        expected = {n: tuple(w.shape) for n, w in zip(self.names, self.weights)}
+        if shapes != expected:
+            raise ValueError(f"masks= must have one mask per sparse layer {sorted(expected)} with the weight's shape; "
+                             f"got {sorted(shapes)}")
+        return [masks[n].to(torch.bool) for n in self.names]
+
     # ----- what a method supplies -------------------------------------------------------
 
     def target_counts(self) -> list[int]:
-        """Final active count per layer, from the distribution."""
+        """Final active count per layer, from the distribution (or the given masks' counts)."""
         c = self.config
         dense = {0} if (c.dense_first if c.dense_first is not None else c.distribution == "uniform") else set()
         if c.dense_last:

@@ -10,6 +10,7 @@ class Dense(Sparsifier):
     """All weights active, always (the dense baseline; `sparsity` is ignored)."""
 
     name = "dense"
+    accepts_masks = False
 
     def target_counts(self) -> list[int]:
         return list(self.sizes)
@@ -44,6 +45,7 @@ class Snip(Sparsifier):
     """
 
     name = "snip"
+    accepts_masks = False
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         if not init_batches:

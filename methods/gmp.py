@@ -13,6 +13,7 @@ class GMP(Sparsifier):
     distribution. Pruned weights never grow back."""
 
     name = "gmp"
+    accepts_masks = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -118,3 +118,22 @@ def test_torch_compile_model_trains_with_exact_masks():
         train_step(compiled, s, opt, t)
     assert [int(m.sum()) for m in s.masks] == s.targets
     assert all(torch.all(w[~m] == 0) for w, m in zip(s.weights, s.masks))
+
+
+def test_given_masks_start_the_run_and_set_the_targets():
+    torch.manual_seed(0)
+    model = tiny_mlp()
+    source = methods.create("snip", model, sgd(model), total_steps=10, sparsity=0.7, distribution="erk",
+                            init_batches=[batch(0)])
+    masks = dict(zip(source.names, source.masks))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rigl = methods.create("rigl", model, opt, total_steps=60, sparsity=0.9, delta_t=10, masks=masks)
+    assert all(torch.equal(a, b) for a, b in zip(rigl.masks, source.masks))
+    assert rigl.targets == source.counts
+    for t in range(60):
+        train_step(model, rigl, opt, t)
+    assert rigl.counts == source.counts
+    with pytest.raises(ValueError, match="gmp builds its own masks"):
+        methods.create("gmp", model, sgd(model), total_steps=10, masks=masks)
+    with pytest.raises(ValueError, match="one mask per sparse layer"):
+        methods.create("static", model, sgd(model), total_steps=10, masks={"1": masks["1"]})
