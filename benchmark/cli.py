@@ -16,6 +16,7 @@ from typing import Any
 
 import methods
 
+from . import distributed
 from .config import DEFAULT_PRESET, PRESET_NOTES, PRESETS, RunConfig, preset_config
 from .data import DATASETS
 from .models import MODELS
@@ -75,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
     run.add_argument("--out", default="results", help="output folder: runs.csv and runs/<run id>/ (default results)")
     run.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local: this machine (--workers processes); ray: one Ray task per run (default local)")
+    run.add_argument("--ray-address", default=None,
+                     help="Ray cluster to join, e.g. auto or ray://host:10001 (default: start a local one)")
+    run.add_argument("--cpus-per-run", type=float, default=1, help="CPUs each Ray task asks for (default 1)")
+    run.add_argument("--gpus-per-run", type=float, default=0, help="GPUs each Ray task asks for (default 0)")
+    run.add_argument("--retries", type=int, default=3,
+                     help="times Ray retries a run whose worker died; it resumes from its checkpoint (default 3)")
     run.add_argument("--dry-run", action="store_true", help="print the grid and its planned FLOPs; train nothing")
     add_config_flags(run, GRID_FIELDS)
 
@@ -130,6 +139,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), parse_seeds(args.seeds),
                           **overrides_from(args))
+    replicas = distributed.setup(configs[0].device)
+    if replicas.parallel and (args.workers > 1 or args.executor != "local"):
+        raise ValueError("under torchrun every process trains the same run: use --workers 1 --executor local")
+    say = print if replicas.main else (lambda *_: None)
     out = Path(args.out)
     if args.dry_run:
         import pandas as pd
@@ -139,18 +152,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                    "inference_multiplier", "train_flops"]
         print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         return 0
-    _check_writable(out)
+    if replicas.main:
+        _check_writable(out)
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
-    print(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, sparsity {args.sparsity}, "
-          f"seeds {args.seeds}; results in {out}/runs.csv")
-    run_sweep(configs, out, args.workers)
-    ids = {c.run_id() for c in configs}
-    df = read_runs(out / "runs.csv")
-    print()
-    print(summary_markdown(summarize(df[df.run_id.isin(ids)])))
-    print(f"rows: {out / 'runs.csv'}; run folders: {out / 'runs'}/; "
-          f"summary over all rows: python -m benchmark summarize --runs {out / 'runs.csv'}")
+    say(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, sparsity {args.sparsity}, "
+        f"seeds {args.seeds}; results in {out}/runs.csv"
+        + (f"; data-parallel over {replicas.world_size} processes" if replicas.parallel else ""))
+    run_sweep(configs, out, args.workers, say, executor=args.executor, ray_address=args.ray_address,
+              cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, retries=args.retries)
+    if replicas.main:
+        ids = {c.run_id() for c in configs}
+        df = read_runs(out / "runs.csv")
+        print()
+        print(summary_markdown(summarize(df[df.run_id.isin(ids)])))
+        print(f"rows: {out / 'runs.csv'}; run folders: {out / 'runs'}/; "
+              f"summary over all rows: python -m benchmark summarize --runs {out / 'runs.csv'}")
     return 0
 
 

@@ -59,10 +59,12 @@ class RunConfig(SparsityConfig):
     width: float = _opt(0.0, "small-dense width multiplier (0: the width matching the sparse model's parameters)")
     device: str = _exec("auto", "auto, cpu, cuda or cuda:N")
     amp: bool = _exec(False, "bf16 autocast")
+    channels_last: bool = _exec(False, "channels-last memory format for conv nets (faster on CUDA tensor cores)")
     data_root: str = _exec("", "where datasets are (default: SPARSEBENCH_DATA, data/, system copies)")
     log_every: int = _exec(100, "steps between rows of log.csv")
     eval_every: int = _exec(0, "steps between test evaluations (0: once per epoch)")
     checkpoint_every: int = _exec(1000, "steps between checkpoints (rounded to a multiple of log_every)")
+    check_replicas: bool = _exec(False, "under torchrun, compare mask fingerprints across ranks at every update")
 
     def __post_init__(self) -> None:
         # Normalise numbers to their declared types, so 1 and 1.0 name the same run.

@@ -18,7 +18,7 @@ RUN_COLUMNS = [
     "steps", "batch_size", "test_accuracy", "best_test_accuracy", "test_loss", "val_accuracy",
     "train_flops_multiplier", "inference_flops_multiplier", "train_flops", "inference_flops",
     "dense_forward_flops", "init_flops", "global_density", "active_params", "total_params", "width",
-    "wall_time_s", "steps_per_s", "device", "torch", "commit",
+    "wall_time_s", "steps_per_s", "device", "world_size", "torch", "commit",
 ]
 GROUP_COLUMNS = ["dataset", "model", "method", "distribution", "sparsity", "multiplier"]
 DENSE_METHODS = ("dense", "small-dense")
@@ -28,7 +28,7 @@ class ResultsError(ValueError):
     """A runs.csv that cannot be used; the message says which file and what to do."""
 
 
-def run_row(cfg: RunConfig, metrics: dict[str, Any], device: str) -> dict[str, Any]:
+def run_row(cfg: RunConfig, metrics: dict[str, Any], device: str, world_size: int = 1) -> dict[str, Any]:
     """The runs.csv row of a finished run."""
     flops = metrics["flops"]
     return {
@@ -44,7 +44,7 @@ def run_row(cfg: RunConfig, metrics: dict[str, Any], device: str) -> dict[str, A
         "global_density": metrics["global_density"], "active_params": metrics["active_params"],
         "total_params": metrics["total_params"], "width": metrics["width"],
         "wall_time_s": round(metrics["wall_time_s"], 3), "steps_per_s": metrics["steps_per_s"],
-        "device": device, "torch": metrics["torch"], "commit": metrics["commit"],
+        "device": device, "world_size": world_size, "torch": metrics["torch"], "commit": metrics["commit"],
     }
 
 
@@ -132,5 +132,5 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
             continue
         record = json.loads(config_path.read_text())
         cfg = RunConfig(**record["config"])
-        rows.append(run_row(cfg, json.loads(metrics_path.read_text()), record["device"]))
+        rows.append(run_row(cfg, json.loads(metrics_path.read_text()), record["device"], record.get("world_size", 1)))
     return pd.DataFrame(rows, columns=RUN_COLUMNS)

@@ -5,13 +5,14 @@ import concurrent.futures as futures
 import dataclasses
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import RunConfig, preset_config
 from .results import append_row, finished_ids, run_row
 from .train import plan_run, resolve_device, train
@@ -51,10 +52,11 @@ def run_dir(out: Path, cfg: RunConfig) -> Path:
 
 
 def _run_one(cfg: RunConfig, out: Path, threads: int, position: int | None) -> dict[str, Any]:
-    """Train one run (in a worker process or in-line) and return its runs.csv row."""
+    """Train one run (in a worker process, a Ray task or in-line) and return its runs.csv row."""
     if threads:
         torch.set_num_threads(threads)
-    bar = tqdm(total=None, desc=cfg.run_id(), position=position, leave=False, disable=None)
+    show = distributed.current().main and position is not None
+    bar = tqdm(total=None, desc=cfg.run_id(), position=position, leave=False, disable=None if show else True)
 
     def progress(step: int, total: int) -> None:
         bar.total = total
@@ -66,45 +68,75 @@ def _run_one(cfg: RunConfig, out: Path, threads: int, position: int | None) -> d
         metrics = train(cfg, run_dir(out, cfg), progress)
     finally:
         bar.close()
-    return run_row(cfg, metrics, str(resolve_device(cfg.device)))
+    return run_row(cfg, metrics, str(resolve_device(cfg.device)), distributed.current().world_size)
 
 
-def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1,
-              report: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def _inline(todo: list[RunConfig], out: Path) -> Iterator[dict[str, Any]]:
+    for cfg in todo:
+        yield _run_one(cfg, out, 0, 1)
+
+
+def _processes(todo: list[RunConfig], out: Path, workers: int) -> Iterator[dict[str, Any]]:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(_run_one, c, out, threads, 1 + i % workers) for i, c in enumerate(todo)]
+        for job in futures.as_completed(jobs):
+            yield job.result()
+
+
+def _ray(todo: list[RunConfig], out: Path, address: str | None, cpus: float, gpus: float,
+         retries: int) -> Iterator[dict[str, Any]]:
+    """Each run is a Ray task; a task whose worker dies is retried and resumes from its checkpoint,
+    so `out` must be storage every node sees."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(_run_one)
+    pending = [task.remote(cfg, out.resolve(), max(1, int(cpus)), None) for cfg in todo]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        try:
+            yield ray.get(ready[0])
+        except ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            raise cause if isinstance(cause, (ValueError, OSError)) else err
+
+
+def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Callable[[str], None] = print,
+              executor: str = "local", ray_address: str | None = None, cpus_per_run: float = 1,
+              gpus_per_run: float = 0, retries: int = 3) -> list[dict[str, Any]]:
     """Run every config not already in `out/runs.csv`; rows are appended as runs finish.
 
-    With workers > 1 runs go to that many processes, each with an equal share of the CPU threads.
+    `executor="local"`: in this process, or with workers > 1 in that many processes sharing the CPU
+    threads. `executor="ray"`: one Ray task per run with `cpus_per_run`/`gpus_per_run`, on the
+    cluster at `ray_address` (None starts a local one). Under torchrun every rank trains every run
+    together and only rank 0 writes.
     """
+    replicas = distributed.current()
     runs_csv = out / "runs.csv"
     done = finished_ids(runs_csv)
+    replicas.barrier()  # every rank has read runs.csv before rank 0 appends to it
     todo = [c for c in configs if c.run_id() not in done]
-    skipped = len(configs) - len(todo)
-    if skipped:
-        report(f"skipping {skipped} finished run(s) already in {runs_csv}")
+    say = report if replicas.main else (lambda _: None)
+    if len(configs) > len(todo):
+        say(f"skipping {len(configs) - len(todo)} finished run(s) already in {runs_csv}")
+    if executor == "ray":
+        results = _ray(todo, out, ray_address, cpus_per_run, gpus_per_run, retries)
+    elif workers > 1:
+        results = _processes(todo, out, workers)
+    else:
+        results = _inline(todo, out)
     rows = []
-    sweep_bar = tqdm(total=len(todo), desc="sweep", disable=None, position=0)
-
-    def finished(row: dict[str, Any]) -> None:
-        append_row(runs_csv, row)
-        rows.append(row)
-        sweep_bar.update()
-        report(f"done {row['run_id']}: test accuracy {row['test_accuracy']:.2f}%, train FLOPs "
-               f"{row['train_flops_multiplier']:.3f}x, inference FLOPs {row['inference_flops_multiplier']:.3f}x, "
-               f"{row['wall_time_s']:.0f}s")
-
-    try:
-        if workers <= 1:
-            for cfg in todo:
-                finished(_run_one(cfg, out, 0, 1))
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            context = multiprocessing.get_context("spawn")
-            with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                jobs = [pool.submit(_run_one, c, out, threads, 1 + i % workers) for i, c in enumerate(todo)]
-                for job in futures.as_completed(jobs):
-                    finished(job.result())
-    finally:
-        sweep_bar.close()
+    with tqdm(total=len(todo), desc="sweep", disable=None if replicas.main else True, position=0) as bar:
+        for row in results:
+            if replicas.main:
+                append_row(runs_csv, row)
+            rows.append(row)
+            bar.update()
+            say(f"done {row['run_id']}: test accuracy {row['test_accuracy']:.2f}%, train FLOPs "
+                f"{row['train_flops_multiplier']:.3f}x, inference FLOPs {row['inference_flops_multiplier']:.3f}x, "
+                f"{row['wall_time_s']:.0f}s")
     return rows
 
 

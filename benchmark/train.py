@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 import methods
 
+from . import distributed
 from .config import RunConfig
 from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
 from .flops import FlopCounter, FlopSummary, forward_flops, plan
@@ -44,9 +46,9 @@ class CheckpointError(ValueError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU; anything else must be available."""
+    """`auto` is CUDA when available (this process's GPU under torchrun), else CPU; anything else must be available."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{distributed.current().local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
@@ -104,20 +106,24 @@ def evaluate(model: nn.Module, data, split: str, criterion, amp: bool) -> tuple[
 
 
 class CsvLog:
-    """An append-only CSV with a fixed header, truncated to `step <= k` when a run resumes."""
+    """An append-only CSV with a fixed header; a resumed run drops the rows after its checkpoint."""
 
-    def __init__(self, path: Path, columns: list[str]):
-        self.path, self.columns = path, columns
+    def __init__(self, path: Path, columns: list[str], enabled: bool = True):
+        self.path, self.columns, self.enabled = path, columns, enabled
 
-    def truncate(self, step: int) -> None:
-        if not self.path.exists():
+    def start(self, step: int) -> None:
+        """Create the file with its header, or keep only its rows up to `step` (a resumed run's checkpoint)."""
+        if not self.enabled:
             return
-        with self.path.open() as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        rows = []
+        if self.path.exists():
+            with self.path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
         self._write(rows, "w")
 
     def append(self, row: dict[str, Any]) -> None:
-        self._write([row], "a")
+        if self.enabled:
+            self._write([row], "a")
 
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
         new = mode == "w" or not self.path.exists()
@@ -210,7 +216,7 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
         width = cfg.width or methods.small_dense_width(build, cfg.sparsity, distribution=cfg.distribution,
                                                        dense_first=cfg.dense_first, dense_last=cfg.dense_last)
     torch.manual_seed(cfg.seed)
-    model = build(width).to(device)
+    model = build(width).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     masks = None
     if cfg.init_from:
         start = load_checkpoint(checkpoint_file(cfg.init_from), device)
@@ -246,19 +252,25 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     `progress(step, total)` is called after every step. `stop_after=k` stops after step k as an
     interruption would (checkpoint written, RunInterrupted raised): tests use it to cut runs.
     """
+    replicas = distributed.current()
+    if cfg.batch_size % replicas.world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by the "
+                         f"{replicas.world_size} data-parallel processes")
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_root or None, val_fraction=cfg.val_fraction,
                         train_subset=cfg.train_subset or None, device=device)
     epoch_steps = steps_per_epoch(data, cfg.batch_size)
     first = train_batches(data, cfg.batch_size, cfg.seed)
+    # SNIP scores the whole global batch on every rank, so every rank computes the same masks.
     init_batches = [next(first) for _ in range(cfg.snip_batches)] if cfg.method == "snip" else []
     run = setup_run(cfg, data.num_classes, data.input_shape, epoch_steps, device, init_batches)
     model, optimizer, scheduler, criterion, sparsifier = run.model, run.optimizer, run.scheduler, run.criterion, run.sparsifier
     total, flops = run.total_steps, run.counter.accumulator()
 
-    logs = {"log": CsvLog(run_dir / "log.csv", LOG_COLUMNS), "evals": CsvLog(run_dir / "evals.csv", EVAL_COLUMNS),
-            "updates": CsvLog(run_dir / "updates.csv", UPDATE_COLUMNS)}
+    main = replicas.main
+    logs = {name: CsvLog(run_dir / f"{name}.csv", columns, enabled=main)
+            for name, columns in (("log", LOG_COLUMNS), ("evals", EVAL_COLUMNS), ("updates", UPDATE_COLUMNS))}
     checkpoint_path = run_dir / "checkpoint.pt"
     log_every = cfg.log_every
     checkpoint_every = -(-cfg.checkpoint_every // log_every) * log_every
@@ -276,15 +288,20 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"checkpoint {checkpoint_path} does not match this run ({str(err).splitlines()[0]}); "
                                   "delete it to restart that run from step 0") from None
-    else:
-        (run_dir / "config.json").write_text(json.dumps(run_record(cfg, device, run.width, total), indent=2))
+    elif main:
+        record = run_record(cfg, device, run.width, total, replicas.world_size)
+        (run_dir / "config.json").write_text(json.dumps(record, indent=2))
     for log in logs.values():
-        log.truncate(state["step"])
+        log.start(state["step"])
+    net = model
+    if replicas.parallel:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def save() -> None:
-        save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "sparsifier": sparsifier.state_dict(),
-                     "flops": flops.state_dict(), "state": state}, checkpoint_path)
+        if main:
+            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "sparsifier": sparsifier.state_dict(),
+                         "flops": flops.state_dict(), "state": state}, checkpoint_path)
 
     def run_eval(step: int) -> None:
         test_loss, test_acc = evaluate(model, data, "test", criterion, cfg.amp)
@@ -301,9 +318,11 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     started = time.perf_counter() - state["elapsed"]
     with _StopFlag() as stop:
         for t in range(state["step"], total):
-            x, y = next(batches)
+            x, y = map(replicas.shard, next(batches))
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                out = model(x)
+                out = net(x)
                 loss = criterion(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -315,13 +334,18 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
             state["seen"] += len(y)
             step = t + 1
             state["step"], state["elapsed"] = step, time.perf_counter() - started
+            if info.updated and cfg.check_replicas:
+                replicas.check(f"masks after the update at step {step}", sparsifier.masks)
             if info.updated:
                 logs["updates"].append(dict(step=step, grown=info.grown, grown_fraction=info.grown / sum(info.counts),
                                             density=sparsifier.global_density()))
-            if step % log_every == 0 or step == total:
+            logged = step % log_every == 0 or step == total
+            if logged:
+                totals = replicas.all_sum(torch.stack([loss_sum, correct.float(),
+                                                       torch.tensor(float(state["seen"]), device=device)]))
                 logs["log"].append(dict(
                     step=step, epoch=round(step / epoch_steps, 4), lr=scheduler.get_last_lr()[0],
-                    train_loss=loss_sum.item() / state["seen"], train_accuracy=100 * correct.item() / state["seen"],
+                    train_loss=totals[0].item() / totals[2].item(), train_accuracy=100 * totals[1].item() / totals[2].item(),
                     density=sparsifier.global_density(), train_flops=flops.total * cfg.batch_size,
                     wall_time_s=round(state["elapsed"], 3)))
                 loss_sum.zero_()
@@ -331,7 +355,8 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
                 run_eval(step)
             if progress:
                 progress(step, total)
-            interrupted = stop.set or step == stop_after
+            # Under torchrun all ranks must stop at the same step: they agree at log steps.
+            interrupted = step == stop_after or ((logged or not replicas.parallel) and replicas.any(stop.set, device))
             if step % checkpoint_every == 0 or step == total or interrupted:
                 state["loss_sum"], state["correct"] = loss_sum.item(), correct.item()
                 save()
@@ -340,15 +365,23 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
 
     metrics = final_metrics(cfg, sparsifier, flops, state, run.reference_steps, run.width,
                             len(init_batches) * cfg.batch_size)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["replica_fingerprints"] = replicas.check("final weights and masks",
+                                                     [*model.parameters(), *sparsifier.masks])
+    if main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def run_record(cfg: RunConfig, device: torch.device, width: float, total: int) -> dict[str, Any]:
-    """config.json: every setting, plus what else decides the numbers (code, library, device)."""
+def run_record(cfg: RunConfig, device: torch.device, width: float, total: int, world_size: int) -> dict[str, Any]:
+    """config.json: every setting, plus what else decides the numbers (code, library, device, replicas).
+
+    `batch_size` is the global batch: each of the `world_size` processes trains on `per_rank_batch`
+    of it, and no learning rate is rescaled.
+    """
     return {"run_id": cfg.run_id(), "config": dataclasses.asdict(cfg), "width": width, "total_steps": total,
             "commit": git_commit(), "torch": torch.__version__, "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "world_size": world_size, "per_rank_batch": cfg.batch_size // world_size}
 
 
 def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: dict[str, Any],

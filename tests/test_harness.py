@@ -211,3 +211,16 @@ def test_flops_command_matches_the_paper_row(capsys):
     assert result["inference_multiplier"] == pytest.approx(0.42, abs=0.02)
     assert result["steps"] == 160000
     assert RunConfig().method == "rigl"
+
+
+def test_bf16_autocast_and_channels_last_keep_masks_exact(tmp_path):
+    cfg = preset_config("digits-lenet300", method="rigl", sparsity=0.8, epochs=1, amp=True, channels_last=True,
+                        model="wrn-10-1", delta_t=5)
+    metrics = train(cfg, tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    masks = ckpt["sparsifier"]["masks"]
+    for name, mask in masks.items():
+        weight = ckpt["model"][f"{name}.weight"]
+        assert torch.all(weight[~mask] == 0), name
+        assert metrics["layer_density"][name] == int(mask.sum()) / mask.numel()
+    assert len(pd.read_csv(tmp_path / "run" / "updates.csv")) == 4  # after t = 5, 10, 15, 20 < t_end 21
