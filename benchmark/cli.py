@@ -19,7 +19,8 @@ import methods
 from . import distributed
 from .config import DEFAULT_PRESET, PRESET_NOTES, PRESETS, RunConfig, preset_config
 from .data import DATASETS
-from .models import MODELS
+from .flops import extra_flops
+from .models import MODELS, build_model
 
 GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds, --preset
 DEFAULT_METHODS = "dense,static,snip,gmp,set,rigl"
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_argument("--method", default="rigl", help="method name (default rigl)")
     flops.add_argument("--sparsity", type=float, default=0.9, help="default 0.9")
     flops.add_argument("--json", action="store_true", help="print JSON instead of text")
+    flops.add_argument("--extra", action="store_true",
+                       help="also report, separately, the forward FLOPs the paper leaves out (batch norm, "
+                            "activations, pooling, additions) of the dense model")
     add_config_flags(flops, GRID_FIELDS)
     return parser
 
@@ -208,9 +212,14 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
     cfg = preset_config(args.preset, **overrides_from(args), method=args.method, sparsity=args.sparsity)
     summary = dataclasses.asdict(plan_run(cfg))
+    extra = {}
+    if args.extra:
+        info = DATASETS[cfg.dataset]
+        extra = extra_flops(build_model(cfg.model, info.num_classes, info.input_shape), info.input_shape)
     if args.json:
         print(json.dumps({"preset": args.preset, "method": cfg.method, "distribution": cfg.distribution,
-                          "sparsity": cfg.sparsity, "multiplier": cfg.multiplier, **summary}, indent=2))
+                          "sparsity": cfg.sparsity, "multiplier": cfg.multiplier, **summary,
+                          **({"extra_forward_flops": extra} if args.extra else {})}, indent=2))
         return 0
     print(f"{cfg.method} on {cfg.model}/{cfg.dataset} ({args.preset}), {cfg.distribution}, sparsity {cfg.sparsity:g}, "
           f"{cfg.multiplier:g}x, {summary['steps']} steps at batch {cfg.batch_size}")
@@ -222,6 +231,11 @@ def cmd_flops(args: argparse.Namespace) -> int:
     print(f"  inference multiplier       {summary['inference_multiplier']:.4f}x")
     if summary["init_flops"]:
         print(f"  SNIP scoring (separate)    {summary['init_flops']:.4g} FLOPs")
+    if args.extra:
+        print("  left out of the numbers above (dense forward, per sample, one FLOP per elementary op):")
+        for op, value in sorted(extra.items(), key=lambda kv: -kv[1]):
+            print(f"    {op:24s} {value:.4g}")
+        print(f"    {'total':24s} {sum(extra.values()):.4g} ({sum(extra.values()) / summary['dense_forward']:.2%} of f_D)")
     return 0
 
 

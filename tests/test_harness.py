@@ -224,3 +224,15 @@ def test_bf16_autocast_and_channels_last_keep_masks_exact(tmp_path):
         assert torch.all(weight[~mask] == 0), name
         assert metrics["layer_density"][name] == int(mask.sum()) / mask.numel()
     assert len(pd.read_csv(tmp_path / "run" / "updates.csv")) == 4  # after t = 5, 10, 15, 20 < t_end 21
+
+
+def test_flops_extra_reports_left_out_operations_separately(capsys):
+    code, out, _ = run_cli(capsys, "flops", "--preset", "fashion-mnist-lenet5", "--method", "static", "--json")
+    plain = json.loads(out)
+    code, out, _ = run_cli(capsys, "flops", "--preset", "fashion-mnist-lenet5", "--method", "static", "--json", "--extra")
+    extra = json.loads(out)
+    assert code == 0
+    # conv1 24x24x20 and conv2 8x8x50 outputs each get a ReLU; fc1 has 500; pools compare 4 inputs per output
+    assert extra["extra_forward_flops"]["relu"] == 24 * 24 * 20 + 8 * 8 * 50 + 500
+    assert extra["extra_forward_flops"]["max_pool2d"] == 4 * (12 * 12 * 20 + 4 * 4 * 50)
+    assert {k: v for k, v in extra.items() if k != "extra_forward_flops"} == plain  # never mixed in
