@@ -231,6 +231,8 @@ def cmd_flops(args: argparse.Namespace) -> int:
     print(f"  inference multiplier       {summary['inference_multiplier']:.4f}x")
     if summary["init_flops"]:
         print(f"  SNIP scoring (separate)    {summary['init_flops']:.4g} FLOPs")
+    if summary["pretrain_flops"]:
+        print(f"  dense pre-training         {summary['pretrain_flops']:.4g} FLOPs (lottery; included above)")
     if args.extra:
         print("  left out of the numbers above (dense forward, per sample, one FLOP per elementary op):")
         for op, value in sorted(extra.items(), key=lambda kv: -kv[1]):

@@ -55,8 +55,10 @@ class RunConfig(SparsityConfig):
     train_subset: int = _opt(0, "train on the first N examples of a fixed permutation (0: all)")
     snip_batches: int = _opt(1, "training batches SNIP scores its saliency on")
     init_from: str = _opt("", "checkpoint.pt or run folder whose final weights and masks start this run "
-                               "(restarts, lottery tickets); needs static, set, snfs or rigl")
+                               "(restarts); needs static, set, snfs, rigl, dsr or deepr")
     width: float = _opt(0.0, "small-dense width multiplier (0: the width matching the sparse model's parameters)")
+    rewind_fraction: float = _opt(0.01, "fraction of training whose dense weights lottery-static/lottery-rigl "
+                                        "rewind to (0: the initialisation)")
     device: str = _exec("auto", "auto, cpu, cuda or cuda:N")
     amp: bool = _exec(False, "bf16 autocast")
     channels_last: bool = _exec(False, "channels-last memory format for conv nets (faster on CUDA tensor cores)")
@@ -93,6 +95,9 @@ class RunConfig(SparsityConfig):
             (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1"),
             (self.snip_batches >= 1, "snip_batches must be >= 1"),
             (self.width >= 0, "width must be >= 0 (0 picks the parameter-matched small-dense width)"),
+            (0 <= self.rewind_fraction < 1, "rewind_fraction must be a fraction of training in [0, 1)"),
+            (not (self.init_from and self.pretrain_config()),
+             f"{self.method} starts from its dense run's rewound weights; it cannot take init_from"),
         ]
         for ok, message in checks:
             if not ok:
@@ -104,6 +109,17 @@ class RunConfig(SparsityConfig):
         config = SparsityConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SparsityConfig)})
         config.gmp_every = round(self.gmp_every * self.multiplier)
         return config
+
+    def pretrain_config(self) -> RunConfig | None:
+        """The dense run a lottery method (lottery-static, lottery-rigl) starts from: the same settings with
+        method dense at sparsity 0, so it is the grid's own dense run when there is one; None otherwise."""
+        if not issubclass(methods.method_class(self.method), methods.LotteryTicket):
+            return None
+        return dataclasses.replace(self, method="dense", sparsity=0.0)
+
+    def rewind_step(self, total_steps: int) -> int:
+        """The step whose weights a dense run saves for lottery runs to rewind to (weights after that many steps)."""
+        return min(round(self.rewind_fraction * total_steps), total_steps - 1)
 
     def identity(self) -> dict[str, Any]:
         """Experiment settings that differ from the defaults: what names the run."""

@@ -175,6 +175,7 @@ class FlopSummary:
     inference_multiplier: float  # sparse_forward / dense_forward
     init_flops: float = 0.0  # absolute FLOPs of SNIP's scoring pass: 3 * model_dense_forward * samples scored
     init_flops_per_sample: float | None = 0.0  # init_flops / batch_size (None if batch_size unknown)
+    pretrain_flops: float = 0.0  # absolute FLOPs of a lottery run's dense pre-training, INCLUDED in train_flops
     batch_size: int | None = None
     train_flops: float | None = None  # absolute: train_flops_per_sample * batch_size
 

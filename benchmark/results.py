@@ -17,7 +17,7 @@ RUN_COLUMNS = [
     "run_id", "preset", "dataset", "model", "method", "distribution", "sparsity", "multiplier", "seed",
     "steps", "batch_size", "test_accuracy", "best_test_accuracy", "test_loss", "val_accuracy",
     "train_flops_multiplier", "inference_flops_multiplier", "train_flops", "inference_flops",
-    "dense_forward_flops", "init_flops", "global_density", "active_params", "total_params", "width",
+    "dense_forward_flops", "init_flops", "pretrain_flops", "global_density", "active_params", "total_params", "width",
     "wall_time_s", "steps_per_s", "device", "world_size", "torch", "commit",
 ]
 GROUP_COLUMNS = ["dataset", "model", "method", "distribution", "sparsity", "multiplier"]
@@ -41,6 +41,7 @@ def run_row(cfg: RunConfig, metrics: dict[str, Any], device: str, world_size: in
         "train_flops_multiplier": flops["train_multiplier"], "inference_flops_multiplier": flops["inference_multiplier"],
         "train_flops": flops["train_flops"], "inference_flops": flops["sparse_forward"],
         "dense_forward_flops": flops["dense_forward"], "init_flops": flops["init_flops"],
+        "pretrain_flops": flops.get("pretrain_flops", 0.0),
         "global_density": metrics["global_density"], "active_params": metrics["active_params"],
         "total_params": metrics["total_params"], "width": metrics["width"],
         "wall_time_s": round(metrics["wall_time_s"], 3), "steps_per_s": metrics["steps_per_s"],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import dataclasses
+import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -121,12 +122,17 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
     say = report if replicas.main else (lambda _: None)
     if len(configs) > len(todo):
         say(f"skipping {len(configs) - len(todo)} finished run(s) already in {runs_csv}")
-    if executor == "ray":
-        results = _ray(todo, out, ray_address, cpus_per_run, gpus_per_run, retries)
-    elif workers > 1:
-        results = _processes(todo, out, workers)
-    else:
-        results = _inline(todo, out)
+
+    def execute(batch: list[RunConfig]) -> Iterator[dict[str, Any]]:
+        if executor == "ray":
+            return _ray(batch, out, ray_address, cpus_per_run, gpus_per_run, retries)
+        if workers > 1:
+            return _processes(batch, out, workers)
+        return _inline(batch, out)
+
+    first, rest = pretraining_first(todo, done)
+    todo = first + rest
+    results = itertools.chain.from_iterable(execute(batch) for batch in (first, rest) if batch)
     rows = []
     with tqdm(total=len(todo), desc="sweep", disable=None if replicas.main else True, position=0) as bar:
         for row in results:
@@ -138,6 +144,16 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
                 f"{row['train_flops_multiplier']:.3f}x, inference FLOPs {row['inference_flops_multiplier']:.3f}x, "
                 f"{row['wall_time_s']:.0f}s")
     return rows
+
+
+def pretraining_first(todo: list[RunConfig], done: set[str]) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(the unfinished dense runs that lottery runs of `todo` start from, the other runs): the first are
+    trained before the others start (each gets its own runs.csv row), so parallel lottery runs find
+    their dense run finished instead of training it concurrently."""
+    needed = {d.run_id(): d for c in todo if (d := c.pretrain_config()) and d.run_id() not in done}
+    in_grid = {c.run_id() for c in todo}
+    first = [c for c in todo if c.run_id() in needed] + [d for i, d in needed.items() if i not in in_grid]
+    return first, [c for c in todo if c.run_id() not in needed]
 
 
 def dry_run_table(configs: list[RunConfig]) -> list[dict[str, Any]]:

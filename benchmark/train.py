@@ -2,7 +2,15 @@
 
 A run directory holds `config.json`, `log.csv` (every `log_every` steps), `evals.csv` (test
 evaluations), `updates.csv` (mask updates), `checkpoint.pt` (everything needed to resume
-bit-identically) and, once finished, `metrics.json`.
+bit-identically) and, once finished, `metrics.json`. A dense run also saves `rewind.pt`, its model
+state after `cfg.rewind_step(total)` steps, for the lottery runs of the same settings.
+
+A lottery run (lottery-static, lottery-rigl) first needs its dense run (`cfg.pretrain_config()`),
+in the folder beside its own (`run_dir.parent / <dense run id>`): it is reused when finished and
+trained otherwise. The lottery run's masks keep each layer's largest |w| of the dense run's final
+weights (`methods.ticket_masks`), its weights start from `rewind.pt`, and the dense run's training
+FLOPs count in its own (`train_flops`, multipliers, the running total of `log.csv`) and are also
+reported alone (`flops.pretrain_flops` of metrics.json, runs.csv's `pretrain_flops`).
 """
 from __future__ import annotations
 
@@ -204,8 +212,13 @@ def _forward_flops(model: str, num_classes: int, input_shape: tuple[int, ...], w
 
 
 def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], epoch_steps: int,
-              device: torch.device, init_batches: list) -> RunSetup:
-    """Build model (narrowed for small-dense), optimizer, lr schedule, loss, method and FLOP counter."""
+              device: torch.device, init_batches: list, pretrain: Path | None = None) -> RunSetup:
+    """Build model (narrowed for small-dense), optimizer, lr schedule, loss, method and FLOP counter.
+
+    A lottery run takes its ticket from the finished dense run in `pretrain` and starts from its
+    rewound weights; without `pretrain` (FLOP planning) the ticket comes from the initial weights,
+    which gives the same per-layer counts.
+    """
     total, reference_steps = cfg.total_steps(epoch_steps), cfg.reference_steps(epoch_steps)
 
     def build(width: float) -> nn.Module:
@@ -222,6 +235,12 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
         start = load_checkpoint(checkpoint_file(cfg.init_from), device)
         model.load_state_dict(start["model"])
         masks = start["sparsifier"]["masks"]
+    if cfg.pretrain_config():
+        trained = model.state_dict()
+        if pretrain is not None:
+            trained = load_checkpoint(checkpoint_file(pretrain), device)["model"]
+            model.load_state_dict(load_checkpoint(rewind_file(pretrain), device))
+        masks = methods.ticket_masks(model, trained, cfg.sparsity_config())
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, epoch_steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -233,16 +252,51 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
     return RunSetup(model, optimizer, scheduler, criterion, sparsifier, counter, width, total, reference_steps)
 
 
+def rewind_file(dense_run: Path) -> Path:
+    """A finished dense run's `rewind.pt`, or CheckpointError saying how to get one."""
+    path = dense_run / "rewind.pt"
+    if not path.exists():
+        raise CheckpointError(f"dense run {dense_run} has no rewind.pt (it predates lottery runs); "
+                              "delete that folder to train it again")
+    return path
+
+
+def pretrained(cfg: RunConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """A lottery run's dense run: its folder (beside `run_dir`) and metrics, trained first if unfinished."""
+    dense = cfg.pretrain_config()
+    if dense is None:
+        return None
+    folder = run_dir.parent / dense.run_id()
+    done = folder / "metrics.json"
+    return folder, (json.loads(done.read_text()) if done.exists() else train(dense, folder))
+
+
 def plan_run(cfg: RunConfig) -> FlopSummary:
     """FLOPs of a run from its settings alone: no dataset, no training (SNIP scores one random batch,
-    which fixes its per-layer counts; `snip_scope=global` counts depend on data and are only estimated)."""
+    which fixes its per-layer counts; `snip_scope=global` counts depend on data and are only estimated;
+    DSR's per-layer counts depend on the weights, so its plan keeps the initial ones). A lottery run's
+    plan adds the planned FLOPs of its dense run, as its training does."""
     info = DATASETS[cfg.dataset]
     train_size = cfg.train_subset or round(info.train_size * (1 - cfg.val_fraction))
     epoch_steps = max(1, train_size // cfg.batch_size)
     init = [(torch.randn(2, *info.input_shape), torch.zeros(2, dtype=torch.long))] if cfg.method == "snip" else []
     run = setup_run(cfg, info.num_classes, info.input_shape, epoch_steps, torch.device("cpu"), init)
-    return plan(run.sparsifier, run.counter, run.reference_steps,
-                snip_init_samples=cfg.snip_batches * cfg.batch_size if init else 0, batch_size=cfg.batch_size)
+    summary = plan(run.sparsifier, run.counter, run.reference_steps,
+                   snip_init_samples=cfg.snip_batches * cfg.batch_size if init else 0, batch_size=cfg.batch_size)
+    dense = cfg.pretrain_config()
+    if dense is None:
+        return summary
+    pretrain = plan_run(dense).train_flops_per_sample
+    summary = run.counter.summary(summary.train_flops_per_sample + pretrain,
+                                  run.sparsifier.planned_counts(run.total_steps), run.reference_steps, summary.steps,
+                                  batch_size=cfg.batch_size)
+    return with_pretraining(summary, pretrain)
+
+
+def with_pretraining(summary: FlopSummary, per_sample: float) -> FlopSummary:
+    """A lottery run's summary (its training FLOPs already include the dense run's) with the dense run's
+    training FLOPs also reported alone, as `pretrain_flops`."""
+    return dataclasses.replace(summary, pretrain_flops=per_sample * summary.batch_size)
 
 
 def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | None = None,
@@ -264,9 +318,13 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     first = train_batches(data, cfg.batch_size, cfg.seed)
     # SNIP scores the whole global batch on every rank, so every rank computes the same masks.
     init_batches = [next(first) for _ in range(cfg.snip_batches)] if cfg.method == "snip" else []
-    run = setup_run(cfg, data.num_classes, data.input_shape, epoch_steps, device, init_batches)
+    dense_run, dense_metrics = pretrained(cfg, run_dir) or (None, None)
+    run = setup_run(cfg, data.num_classes, data.input_shape, epoch_steps, device, init_batches, dense_run)
     model, optimizer, scheduler, criterion, sparsifier = run.model, run.optimizer, run.scheduler, run.criterion, run.sparsifier
     total, flops = run.total_steps, run.counter.accumulator()
+    if dense_metrics:
+        flops.total = dense_metrics["flops"]["train_flops_per_sample"]  # a resumed run loads its total below
+    rewind_at = cfg.rewind_step(total) if cfg.method == "dense" else None
 
     main = replicas.main
     logs = {name: CsvLog(run_dir / f"{name}.csv", columns, enabled=main)
@@ -318,6 +376,8 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     started = time.perf_counter() - state["elapsed"]
     with _StopFlag() as stop:
         for t in range(state["step"], total):
+            if t == rewind_at and main:
+                save_atomic(model.state_dict(), run_dir / "rewind.pt")
             x, y = map(replicas.shard, next(batches))
             if cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -364,7 +424,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
                 raise RunInterrupted(f"stopped after step {step} of {total}; checkpoint saved in {run_dir}")
 
     metrics = final_metrics(cfg, sparsifier, flops, state, run.reference_steps, run.width,
-                            len(init_batches) * cfg.batch_size)
+                            len(init_batches) * cfg.batch_size, dense_metrics)
     metrics["replica_fingerprints"] = replicas.check("final weights and masks",
                                                      [*model.parameters(), *sparsifier.masks])
     if main:
@@ -385,10 +445,15 @@ def run_record(cfg: RunConfig, device: torch.device, width: float, total: int, w
 
 
 def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: dict[str, Any],
-                  reference_steps: int, width: float, init_samples: int) -> dict[str, Any]:
-    """metrics.json of a finished run."""
+                  reference_steps: int, width: float, init_samples: int,
+                  pretrain: dict[str, Any] | None = None) -> dict[str, Any]:
+    """metrics.json of a finished run; `pretrain` is a lottery run's dense run's metrics."""
     step, test_loss, test_acc, val_loss, val_acc = state["last_eval"]
     summary = flops.summary(reference_steps, sparsifier.counts, init_samples, cfg.batch_size)
+    lottery = {}
+    if pretrain:
+        summary = with_pretraining(summary, pretrain["flops"]["train_flops_per_sample"])
+        lottery = {"pretrain_run": pretrain["run_id"], "rewind_step": cfg.rewind_step(step)}
     total_params = methods.parameter_count(sparsifier.model)
     return {
         "run_id": cfg.run_id(),
@@ -404,6 +469,7 @@ def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: 
         "active_params": total_params - sum(sparsifier.sizes) + sum(sparsifier.counts),
         "total_params": total_params,
         "flops": dataclasses.asdict(summary),
+        **lottery,
         "wall_time_s": state["elapsed"],
         "steps_per_s": step / state["elapsed"] if state["elapsed"] else None,
         "commit": git_commit(),

@@ -10,14 +10,18 @@ from __future__ import annotations
 import dataclasses
 
 from .base import Sparsifier, SparsityConfig, StepInfo, keyed_generator, sparse_layers, topk_mask
+from .deepr import DeepR
 from .distributions import DISTRIBUTIONS, layer_counts
+from .dsr import DSR
 from .dynamic import SET, SNFS, RigL
 from .fixed import Dense, SmallDense, Snip, Static
 from .gmp import GMP
+from .lottery import LotteryRigL, LotteryStatic, LotteryTicket, ticket_masks
 from .small_dense import parameter_count, small_dense_width, sparse_parameter_count
 
 METHODS: dict[str, type[Sparsifier]] = {
-    cls.name: cls for cls in (Dense, SmallDense, Static, Snip, GMP, SET, SNFS, RigL)
+    cls.name: cls for cls in (Dense, SmallDense, Static, Snip, GMP, SET, SNFS, RigL, DSR, DeepR, LotteryStatic,
+                              LotteryRigL)
 }
 
 
@@ -47,8 +51,8 @@ def create(name, model, optimizer, *, total_steps, config=None, include=None, in
     `overrides` are `SparsityConfig` fields (sparsity, distribution, delta_t, ...);
     `include(name, module)` chooses sparse layers (default: conv and linear weights);
     `init_batches` and `loss_fn` are used by methods that score weights at init (snip);
-    `masks` ({layer name: bool tensor}) starts static/set/snfs/rigl from given masks instead of
-    random ones (their counts become the per-layer targets).
+    `masks` ({layer name: bool tensor}) starts static/set/snfs/rigl/dsr/deepr from given masks instead
+    of random ones (their counts become the per-layer targets); lottery-static/lottery-rigl require them.
     """
     cls = method_class(name)
     return cls(model, optimizer, total_steps=total_steps, config=make_config(config, **overrides),
@@ -58,6 +62,7 @@ def create(name, model, optimizer, *, total_steps, config=None, include=None, in
 __all__ = [
     "METHODS", "DISTRIBUTIONS", "Sparsifier", "SparsityConfig", "StepInfo", "create", "make_config",
     "method_class", "layer_counts", "small_dense_width", "sparse_parameter_count", "parameter_count",
-    "keyed_generator", "topk_mask", "sparse_layers",
-    "Dense", "SmallDense", "Static", "Snip", "GMP", "SET", "SNFS", "RigL",
+    "keyed_generator", "topk_mask", "sparse_layers", "ticket_masks",
+    "Dense", "SmallDense", "Static", "Snip", "GMP", "SET", "SNFS", "RigL", "DSR", "DeepR",
+    "LotteryTicket", "LotteryStatic", "LotteryRigL",
 ]

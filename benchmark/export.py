@@ -1,0 +1,319 @@
+"""Sparse models for inference: real sparse kernels instead of masks, and a file format to ship them.
+
+Training keeps weights dense and zeroes the masked ones, so it saves no time (the FLOP savings
+of the paper are simulated). For inference the zeros can be skipped:
+
+    from benchmark.export import export_sparse, load_sparse
+    export_sparse("results/runs/rigl-s0.9-seed0-...", "rigl.sparse.pt")   # CSR weights, a few KB
+    model = load_sparse("rigl.sparse.pt")                                 # Linear layers run CSR matmuls
+    model(x)
+
+`python -m benchmark export RUN_DIR OUT` does the same from the command line and checks the
+sparse model's outputs against the masked dense model's.
+
+Kernels: a sparse Linear layer computes `addmm(bias, W_csr, x^T)^T` (MKL on CPU, cuSPARSE on
+CUDA); consecutive sparse Linear layers pass activations in that transposed layout, so nothing is
+copied between them. A sparse Conv2d unfolds its input (im2col) and does the same matmul: on CPU
+that pays only at high sparsity and large batches (see `python -m benchmark perf`), so
+`load_sparse` keeps convolutions dense unless asked (`convs="sparse"`). On CUDA a layer whose
+mask is 2:4 semi-structured (at most 2 active weights in every 4 consecutive inputs) and whose
+weights are fp16/bf16 uses `torch.sparse.to_sparse_semi_structured` instead (`semi_structured=True`);
+the masks sparse training produces are unstructured, so this applies only to 2:4 masks given by the user.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FORMAT = "sparsebench.sparse-model/1"
+
+# torch.sparse CSR support prints a "beta" UserWarning on first use; it is stable for what we use.
+warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+warnings.filterwarnings("ignore", message=".*Sparse BSR tensor support is in beta.*")
+
+
+def _csr(weight: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The 2-D CSR form (out x everything else) of a weight, masked-out entries dropped."""
+    dense = weight.detach().reshape(weight.shape[0], -1)
+    if mask is not None:
+        dense = dense.masked_fill(~mask.reshape(dense.shape).to(device=dense.device, dtype=torch.bool), 0)
+    return dense.to_sparse_csr()
+
+
+class SparseLinear(nn.Module):
+    """`nn.Linear` with a CSR weight: `y = x W^T + b` computed as `(b + W x^T)^T` with a sparse matmul."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if bias is None else bias.detach().reshape(-1, 1).clone())
+
+    @classmethod
+    def from_dense(cls, layer: nn.Linear, mask: torch.Tensor | None = None) -> SparseLinear:
+        return cls(_csr(layer.weight, mask), layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        xt = x.reshape(-1, self.in_features).t()
+        if not xt.is_contiguous():  # a previous SparseLinear's output is already in this layout
+            xt = xt.contiguous()
+        yt = torch.sparse.mm(self.weight, xt) if self.bias is None else torch.addmm(self.bias, self.weight, xt)
+        return yt.t().reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        nnz = self.weight.values().numel()
+        return (f"in_features={self.in_features}, out_features={self.out_features}, nnz={nnz} "
+                f"(density {nnz / (self.in_features * self.out_features):.4f}), bias={self.bias is not None}")
+
+
+class SparseConv2d(nn.Module):
+    """`nn.Conv2d` (groups 1, zero padding) with a CSR weight: im2col, then a sparse matmul."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kernel_size, stride, padding, dilation):
+        super().__init__()
+        self.out_channels = weight.shape[0]
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if bias is None else bias.detach().reshape(-1, 1).clone())
+
+    @classmethod
+    def supports(cls, layer: nn.Module) -> bool:
+        return (isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer.padding_mode == "zeros"
+                and not isinstance(layer.padding, str))
+
+    @classmethod
+    def from_dense(cls, layer: nn.Conv2d, mask: torch.Tensor | None = None) -> SparseConv2d:
+        return cls(_csr(layer.weight, mask), layer.bias, layer.kernel_size, layer.stride, layer.padding,
+                   layer.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        out_h, out_w = (
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, p, d, k, s in zip((height, width), self.padding, self.dilation, self.kernel_size, self.stride)
+        )
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, C*kh*kw, L)
+        cols = cols.transpose(0, 1).reshape(cols.shape[1], -1)  # (C*kh*kw, B*L)
+        out = torch.sparse.mm(self.weight, cols) if self.bias is None else torch.addmm(self.bias, self.weight, cols)
+        return out.view(self.out_channels, batch, out_h, out_w).transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        nnz = self.weight.values().numel()
+        return (f"out_channels={self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, nnz={nnz} (density {nnz / self.weight.shape[0] / self.weight.shape[1]:.4f})")
+
+
+def is_2_4(mask: torch.Tensor) -> bool:
+    """Whether a 2-D-able mask has at most 2 active entries in every 4 consecutive inputs."""
+    flat = mask.reshape(mask.shape[0], -1)
+    return flat.shape[1] % 4 == 0 and bool((flat.reshape(flat.shape[0], -1, 4).sum(-1) <= 2).all())
+
+
+class SemiStructuredLinear(nn.Module):
+    """`nn.Linear` whose 2:4 weight runs on CUDA's semi-structured sparse kernels (fp16/bf16)."""
+
+    def __init__(self, layer: nn.Linear, mask: torch.Tensor):
+        super().__init__()
+        from torch.sparse import to_sparse_semi_structured
+
+        weight = layer.weight.detach().masked_fill(~mask.to(device=layer.weight.device, dtype=torch.bool), 0)
+        self.weight = nn.Parameter(to_sparse_semi_structured(weight), requires_grad=False)
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+
+    @classmethod
+    def supports(cls, layer: nn.Module, mask: torch.Tensor) -> bool:
+        weight = getattr(layer, "weight", None)
+        return (isinstance(layer, nn.Linear) and weight.is_cuda and weight.dtype in (torch.float16, torch.bfloat16)
+                and min(weight.shape) >= 64 and weight.shape[0] % 64 == 0 and weight.shape[1] % 64 == 0
+                and is_2_4(mask))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, convs: bool | Mapping[str, bool] = False,
+             semi_structured: bool = False, copy_model: bool = True) -> nn.Module:
+    """A copy of `model` in eval mode whose masked Linear (and, if `convs`, Conv2d) layers use sparse kernels.
+
+    `masks` maps module names to boolean masks (a sparsifier's `dict(zip(s.names, s.masks))`);
+    fully dense layers stay as they are. `convs` is a bool or {module name: bool}. With
+    `semi_structured=True`, CUDA fp16/bf16 Linear layers whose mask is 2:4 use semi-structured kernels.
+    """
+    model = copy.deepcopy(model) if copy_model else model
+    model.eval()
+    for name, mask in masks.items():
+        layer = model.get_submodule(name)
+        if bool(mask.all()):
+            continue
+        if semi_structured and SemiStructuredLinear.supports(layer, mask):
+            _set_module(model, name, SemiStructuredLinear(layer, mask))
+        elif isinstance(layer, nn.Linear):
+            _set_module(model, name, SparseLinear.from_dense(layer, mask))
+        elif SparseConv2d.supports(layer) and (convs.get(name, False) if isinstance(convs, Mapping) else convs):
+            _set_module(model, name, SparseConv2d.from_dense(layer, mask))
+    return model
+
+
+def masked_dense(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A copy of `model` in eval mode with masked-out weights set to zero (the reference for sparse outputs)."""
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, mask in masks.items():
+            weight = model.get_submodule(name).weight
+            weight.masked_fill_(~mask.to(device=weight.device, dtype=torch.bool), 0)
+    return model
+
+
+# ----- files ----------------------------------------------------------------------------------
+
+
+def _run_files(source: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """(config.json record, checkpoint path) of a run folder or of a checkpoint inside one."""
+    from .train import checkpoint_file
+
+    checkpoint = checkpoint_file(source)
+    config_path = checkpoint.parent / "config.json"
+    if not config_path.exists():
+        raise ValueError(f"no config.json beside {checkpoint}; export needs a run folder written by "
+                         "`python -m benchmark run`")
+    return json.loads(config_path.read_text()), checkpoint
+
+
+def load_run(source: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
+    """(model with the run's final weights, {layer: mask}, meta) of a run folder or its checkpoint.pt."""
+    from .data import DATASETS
+    from .models import build_model
+    from .train import load_checkpoint
+
+    record, checkpoint = _run_files(source)
+    cfg = record["config"]
+    info = DATASETS[cfg["dataset"]]
+    meta = {"model": cfg["model"], "num_classes": info.num_classes, "input_shape": list(info.input_shape),
+            "width": float(record.get("width", 1.0)), "run_id": record.get("run_id"), "method": cfg.get("method")}
+    state = load_checkpoint(checkpoint, torch.device(device))
+    model = build_model(meta["model"], meta["num_classes"], tuple(meta["input_shape"]), meta["width"]).to(device)
+    model.load_state_dict(state["model"])
+    masks = {name: mask.to(torch.bool) for name, mask in state["sparsifier"]["masks"].items()}
+    return model.eval(), masks, meta
+
+
+def export_sparse(source: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
+    """Write the final sparse model of a run (folder or checkpoint.pt) to `path`; return a summary.
+
+    The file is a `torch.save`d dict (loadable with `weights_only=True`): the model's name and
+    shape, its dense tensors, and each sparse Linear/Conv2d weight as CSR components
+    (`crow_indices`, `col_indices`, `values`, `shape`). Read it back with `load_sparse`.
+    """
+    model, masks, meta = load_run(source)
+    sparse_names = [n for n, m in masks.items() if not bool(m.all())
+                    and isinstance(model.get_submodule(n), (nn.Linear, nn.Conv2d))]
+    layers = {}
+    for name in sparse_names:
+        weight = model.get_submodule(name).weight
+        csr = _csr(weight, masks[name])
+        layers[name] = {"crow_indices": csr.crow_indices().clone(), "col_indices": csr.col_indices().clone(),
+                        "values": csr.values().clone(), "shape": list(weight.shape)}
+    skip = {f"{n}.weight" for n in sparse_names}
+    dense = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in skip}
+    # a masked layer that stays dense (Conv1d/3d...) is stored with its zeros
+    for name, mask in masks.items():
+        key = f"{name}.weight"
+        if key in dense:
+            dense[key] = dense[key].masked_fill(~mask, 0)
+    payload = {"format": FORMAT, **meta, "dense": dense, "sparse": layers}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    nnz = sum(int(layer["values"].numel()) for layer in layers.values())
+    total = sum(masks[n].numel() for n in sparse_names)
+    return {"path": str(path), "bytes": path.stat().st_size, "sparse_layers": sparse_names, "nnz": nnz,
+            "sparse_weights": total, **meta}
+
+
+def load_sparse(path: str | os.PathLike, *, convs: str = "dense", device: str | torch.device = "cpu",
+                semi_structured: bool = False) -> nn.Module:
+    """The model of an `export_sparse` file, in eval mode, its sparse Linear layers on CSR kernels.
+
+    `convs="dense"` (default) runs sparse convolutions as ordinary (zero-filled) Conv2d, which is
+    faster on CPU at the batch sizes and sparsities we measured; `"sparse"` runs them as im2col +
+    CSR matmul.
+    """
+    from .models import build_model
+
+    if convs not in ("dense", "sparse"):
+        raise ValueError(f"convs must be 'dense' or 'sparse', got {convs!r}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable sparse model file ({type(err).__name__}); "
+                         "write one with `python -m benchmark export RUN_DIR OUT`") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a sparse model file of format {FORMAT}; write one with "
+                         "`python -m benchmark export RUN_DIR OUT`")
+    model = build_model(payload["model"], payload["num_classes"], tuple(payload["input_shape"]), payload["width"])
+    weights = {}
+    for name, layer in payload["sparse"].items():
+        shape = layer["shape"]
+        csr = torch.sparse_csr_tensor(layer["crow_indices"], layer["col_indices"], layer["values"],
+                                      (shape[0], int(torch.tensor(shape[1:]).prod())))
+        weights[name] = csr
+    state = dict(payload["dense"])
+    for name, csr in weights.items():
+        state[f"{name}.weight"] = csr.to_dense().reshape(payload["sparse"][name]["shape"])
+    model.load_state_dict(state)
+    model = model.to(device).eval()
+    masks = {name: (state[f"{name}.weight"] != 0) for name in weights}
+    return sparsify(model, masks, convs=convs == "sparse", semi_structured=semi_structured, copy_model=False)
+
+
+# ----- command line ---------------------------------------------------------------------------
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `export` subcommand."""
+    parser = subparsers.add_parser(
+        "export", help="write a run's final sparse model with CSR weights, for inference",
+        description="Write the final model of a run (folder or checkpoint.pt) as a file of CSR weights, then "
+                    "load it back and check its outputs against the masked dense model. Load it in Python with "
+                    "benchmark.export.load_sparse(path).")
+    parser.add_argument("source", metavar="RUN_DIR", help="a run folder (results/runs/<run id>) or its checkpoint.pt")
+    parser.add_argument("out", metavar="OUT", help="file to write (e.g. model.sparse.pt)")
+    parser.add_argument("--batch-size", type=int, default=8, help="random inputs used for the output check (default 8)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """`python -m benchmark export RUN_DIR OUT`."""
+    summary = export_sparse(args.source, args.out)
+    model, masks, meta = load_run(args.source)
+    reference = masked_dense(model, masks)
+    loaded = load_sparse(args.out)
+    x = torch.randn(args.batch_size, *meta["input_shape"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (loaded(x) - reference(x)).abs().max().item()
+    dense_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    print(f"wrote {summary['path']}: {summary['model']} of run {summary['run_id']} ({summary['method']}), "
+          f"{len(summary['sparse_layers'])} sparse layer(s) as CSR, {summary['nnz']} of {summary['sparse_weights']} "
+          f"weights stored; {summary['bytes'] / 1024:.1f} KiB (dense state {dense_bytes / 1024:.1f} KiB)")
+    print(f"check: max |sparse - masked dense| = {diff:.3g} on {args.batch_size} random inputs"
+          f"{'' if diff <= 1e-5 else ' (above 1e-5!)'}")
+    print("load: from benchmark.export import load_sparse; model = load_sparse(path)")
+    return 0 if diff <= 1e-5 else 1
