@@ -181,6 +181,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits-lenet300": dict(dataset="digits", model="lenet-300-100", epochs=20, batch_size=50, lr=0.1,
                             weight_decay=5e-4, delta_t=20, log_every=10, checkpoint_every=100, dense_first=False),
     "mnist-lenet300": _paper_mnist(),
+    "mnist-lenet300-short": {**_paper_mnist(), "epochs": 20, "lr_milestones": (7.5, 9.5), "gmp_every": 50,
+                             "dense_first": False},
     "cifar10-wrn22-2": _paper_cifar10(),
     "imagenet-resnet50": _paper_imagenet(),
 }
@@ -190,6 +192,8 @@ PRESET_NOTES = {
     "fashion-mnist-lenet5": "CPU-sized conv net, ERK by default",
     "digits-lenet300": "seconds on a CPU: scikit-learn's 8x8 digits, for smoke tests (first layer sparse)",
     "mnist-lenet300": "paper appendix B protocol (200 epochs, 120k steps)",
+    "mnist-lenet300-short": "the appendix B protocol shortened 10x for CPUs: 20 epochs, lr milestones and GMP's "
+                            "interval scaled by 1/10, t_end and GMP's start/stop kept as fractions; first layer sparse",
     "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
     "imagenet-resnet50": "paper protocol (32k steps at batch 4096); needs an ImageFolder root",
 }
