@@ -1,0 +1,51 @@
+"""Figures, tables and loss-landscape experiments from the results the benchmark writes.
+
+    python -m analysis plot --runs results/runs.csv --out results/figures [--paper]
+    python -m analysis table --runs results/runs.csv --out results/tables
+    python -m analysis landscape RUN_A RUN_B --out results/landscape [--restart-from RUN]
+
+The same functions back the notebooks in notebooks/.
+"""
+from . import plots, style, tables
+from .runs import (
+    find_run_dirs,
+    groups,
+    load_paper,
+    load_runs,
+    paper_rows,
+    read_landscape,
+    read_log,
+    read_restart,
+    read_run,
+    run_dirs_for,
+    select,
+    summary,
+)
+
+__all__ = [
+    "find_run_dirs",
+    "groups",
+    "landscape",
+    "load_paper",
+    "load_runs",
+    "paper_rows",
+    "plots",
+    "read_landscape",
+    "read_log",
+    "read_restart",
+    "read_run",
+    "run_dirs_for",
+    "select",
+    "style",
+    "summary",
+    "tables",
+]
+
+
+def __getattr__(name: str):
+    # analysis.landscape is imported on first use (it builds models and loads data)
+    if name == "landscape":
+        import importlib
+
+        return importlib.import_module(".landscape", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

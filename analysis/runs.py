@@ -1,0 +1,253 @@
+"""Reading what the harness wrote: runs.csv rows, run folders (config, metrics, mask updates,
+logs) and the paper's numbers, with clear errors for missing or unusable input."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.results import (
+    DENSE_METHODS,
+    ResultsError,
+    collect_runs,
+    read_runs,
+    summarize,
+)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PAPER_CSV = PACKAGE_DIR / "data" / "paper-results.csv"
+DEFAULT_RUNS = Path("results/runs.csv")
+NUMERIC_COLUMNS = ["sparsity", "multiplier", "seed", "steps", "test_accuracy", "best_test_accuracy", "test_loss",
+                   "val_accuracy", "train_flops_multiplier", "inference_flops_multiplier", "train_flops",
+                   "inference_flops", "global_density"]
+NEEDED_COLUMNS = ["run_id", "dataset", "model", "method", "distribution", "sparsity", "multiplier", "seed",
+                  "test_accuracy", "train_flops_multiplier", "inference_flops_multiplier"]
+METRICS = ("test_accuracy", "best_test_accuracy", "val_accuracy")
+# harness name -> the paper's name, where they differ (paper-results.csv uses the paper's)
+PAPER_MODEL_NAMES = {"resnet-50": "resnet50", "lenet-5": "lenet-5-caffe"}
+PAPER_DATASET_NAMES: dict[str, str] = {}
+
+
+def load_runs(runs: str | Path | pd.DataFrame | None = None, run_dirs: list[str | Path] | None = None) -> pd.DataFrame:
+    """Runs as a DataFrame (one row per finished run), from a runs.csv or from run folders.
+
+    `runs` may be a path to runs.csv, a results folder holding one, or a DataFrame (returned
+    checked). With `run_dirs` and no `runs`, rows are built from the folders' config.json and
+    metrics.json (benchmark.results.collect_runs). Raises ResultsError (a ValueError) with a
+    one-line reason when the input is missing, corrupt or lacks the columns the analysis needs.
+    """
+    if isinstance(runs, pd.DataFrame):
+        df, source = runs.copy(), "the DataFrame"
+    elif runs is None and run_dirs:
+        folders = find_run_dirs(run_dirs)
+        df, source = collect_runs(folders), ", ".join(str(d) for d in run_dirs)
+        if df.empty:
+            raise ResultsError(f"no finished run (config.json + metrics.json) under {source}")
+    else:
+        path = Path(runs if runs is not None else DEFAULT_RUNS)
+        if path.is_dir():
+            path = path / "runs.csv"
+        df, source = read_runs(path), str(path)
+    missing = [c for c in NEEDED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{source} lacks column(s) {', '.join(missing)}; it is not a runs.csv written by this suite")
+    for column in NUMERIC_COLUMNS:
+        if column in df.columns:
+            df[column] = pd.to_numeric(df[column], errors="coerce")
+    df["distribution"] = df["distribution"].fillna("none").astype(str)
+    for column in ("dataset", "model", "method"):
+        df[column] = df[column].astype(str)
+    df = df[df["test_accuracy"].notna() & df["sparsity"].notna() & df["multiplier"].notna()]
+    if df.empty:
+        raise ResultsError(f"{source} has no usable rows (test_accuracy, sparsity and multiplier must be numbers)")
+    return df.reset_index(drop=True)
+
+
+def select(df: pd.DataFrame, dataset: str | None = None, model: str | None = None,
+           methods: list[str] | None = None) -> pd.DataFrame:
+    """Rows of one dataset/model/method set; ValueError listing what there is when nothing matches."""
+    out = df
+    for column, wanted in (("dataset", dataset), ("model", model)):
+        if wanted:
+            out = out[out[column] == wanted]
+            if out.empty:
+                raise ValueError(f"no runs with {column} {wanted!r}; the runs have {', '.join(sorted(df[column].unique()))}")
+    if methods:
+        out = out[out["method"].isin(methods)]
+        if out.empty:
+            raise ValueError(f"no runs of method(s) {', '.join(methods)}; the runs have "
+                             f"{', '.join(sorted(df['method'].unique()))}")
+    return out
+
+
+def groups(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(dataset, model) pairs in the runs, sorted."""
+    return sorted({(str(d), str(m)) for d, m in zip(df["dataset"], df["model"])})
+
+
+def summary(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+    """benchmark.results.summarize of the runs, with `metric` (test, best test or validation accuracy)
+    in the accuracy columns: mean/std over seeds per (dataset, model, method, distribution, sparsity,
+    multiplier); std is NaN for a single seed."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    if metric not in df.columns or df[metric].isna().all():
+        raise ValueError(f"the runs have no {metric} values (val_accuracy needs runs with --val-fraction > 0)")
+    data = df.assign(test_accuracy=df[metric])
+    for column in ("seed", "wall_time_s"):
+        if column not in data.columns:
+            data[column] = 0 if column == "seed" else math.nan
+    data = data[data["test_accuracy"].notna()]
+    return summarize(data)
+
+
+def is_dense(method: str) -> bool:
+    return method in DENSE_METHODS
+
+
+# ---- run folders ----
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Run folders (holding config.json) named by `paths`: a run folder itself, a folder of run
+    folders, or a results folder whose runs/ holds them. ResultsError when a path is missing."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise ResultsError(f"run folder {path} does not exist; pass run folders, or the folder holding them")
+        if (path / "config.json").is_file():
+            found.append(path)
+            continue
+        parent = path / "runs" if (path / "runs").is_dir() else path
+        found.extend(sorted(d for d in parent.iterdir() if (d / "config.json").is_file()))
+    return list(dict.fromkeys(found))
+
+
+def run_dirs_for(runs_csv: str | Path, df: pd.DataFrame | None = None) -> list[Path]:
+    """Run folders next to a runs.csv (<dir>/runs/<run_id>/), restricted to the rows of `df` if given;
+    folders that are not there are left out (runs.csv may be copied without them)."""
+    path = Path(runs_csv)
+    base = (path if path.is_dir() else path.parent) / "runs"
+    if not base.is_dir():
+        return []
+    ids = set(df["run_id"]) if df is not None else None
+    return [d for d in sorted(base.iterdir()) if (d / "config.json").is_file() and (ids is None or d.name in ids)]
+
+
+@dataclass
+class RunRecord:
+    """One run folder: its settings, final metrics (if finished) and mask-update log."""
+
+    path: Path
+    config: dict[str, Any]
+    record: dict[str, Any]
+    metrics: dict[str, Any] | None
+    updates: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]
+
+    @property
+    def distribution(self) -> str:
+        return "none" if is_dense(self.method) else self.config.get("distribution", "uniform")
+
+    @property
+    def sparsity(self) -> float:
+        return 0.0 if self.method == "dense" else float(self.config.get("sparsity", 0.0))
+
+    @property
+    def multiplier(self) -> float:
+        return float(self.config.get("multiplier", 1.0))
+
+    @property
+    def total_steps(self) -> int | None:
+        steps = self.record.get("total_steps") or (self.metrics or {}).get("steps")
+        return int(steps) if steps else None
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """Read config.json, metrics.json (None if the run has not finished) and updates.csv of a run folder."""
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ResultsError(f"{path} is not a run folder (no config.json)")
+    try:
+        record = json.loads(config_path.read_text())
+        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else None
+    except json.JSONDecodeError as err:
+        raise ResultsError(f"{path} has an unreadable JSON file ({err.msg}); re-run that run") from None
+    updates = pd.DataFrame()
+    if (path / "updates.csv").is_file():
+        try:
+            updates = pd.read_csv(path / "updates.csv")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            updates = pd.DataFrame()
+    return RunRecord(path, record.get("config", {}), record, metrics, updates)
+
+
+def read_log(path: str | Path, name: str = "log.csv") -> pd.DataFrame:
+    """A run folder's log.csv (or evals.csv, updates.csv) as a DataFrame; empty if absent."""
+    file = Path(path) / name
+    if not file.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return pd.DataFrame()
+
+
+# ---- the paper's numbers ----
+
+def load_paper(path: str | Path = PAPER_CSV) -> pd.DataFrame:
+    """analysis/data/paper-results.csv: the paper's accuracies and FLOP multipliers."""
+    try:
+        paper = pd.read_csv(path, keep_default_na=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ResultsError(f"cannot read the paper's numbers from {path} ({err})") from None
+    paper["distribution"] = paper["distribution"].fillna("").astype(str)
+    return paper
+
+
+def paper_rows(paper: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
+    """The paper's rows for a harness (dataset, model), mapping names ("resnet-50" -> "resnet50")."""
+    d = PAPER_DATASET_NAMES.get(dataset, dataset)
+    m = PAPER_MODEL_NAMES.get(model, model)
+    return paper[(paper["dataset"] == d) & (paper["model"] == m)].reset_index(drop=True)
+
+
+# ---- loss-landscape outputs ----
+
+LANDSCAPE_COLUMNS = ["coefficient", "path", "train_loss", "test_accuracy", "bn_recomputed"]
+RESTART_COLUMNS = ["method", "step", "train_loss"]
+
+
+def _read_table(path: str | Path, columns: list[str], what: str, how: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path} does not exist; {how}")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ResultsError(f"{path} is not a readable CSV ({str(err).splitlines()[0]}); {how}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{path} lacks column(s) {', '.join(missing)}; it is not a {what}")
+    return df
+
+
+def read_landscape(path: str | Path) -> pd.DataFrame:
+    """landscape.csv of `python -m analysis landscape` (coefficient, path, train_loss, test_accuracy,
+    bn_recomputed, ...)."""
+    return _read_table(path, LANDSCAPE_COLUMNS, "landscape.csv written by `python -m analysis landscape`",
+                       "run `python -m analysis landscape RUN_A RUN_B` first")
+
+
+def read_restart(path: str | Path) -> pd.DataFrame:
+    """restart.csv of `python -m analysis landscape --restart-from RUN` (method, step, train_loss, ...)."""
+    return _read_table(path, RESTART_COLUMNS, "restart.csv written by `python -m analysis landscape --restart-from`",
+                       "run `python -m analysis landscape ... --restart-from RUN` first")
