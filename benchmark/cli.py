@@ -1,4 +1,4 @@
-"""`python -m benchmark {run,list,summarize,flops}`: the suite's command line.
+"""`python -m benchmark {run,list,summarize,flops,perf,export}`: the suite's command line.
 
 Every `RunConfig` field is a flag of `run` and `flops` (`--delta-t`, `--t-end`, ...); a flag
 given overrides the preset, a flag left out keeps the preset's value.
@@ -16,7 +16,7 @@ from typing import Any
 
 import methods
 
-from . import distributed
+from . import distributed, export, perf
 from .config import DEFAULT_PRESET, PRESET_NOTES, PRESETS, RunConfig, preset_config
 from .data import DATASETS
 from .flops import extra_flops
@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also report, separately, the forward FLOPs the paper leaves out (batch norm, "
                             "activations, pooling, additions) of the dense model")
     add_config_flags(flops, GRID_FIELDS)
+    perf.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 
@@ -241,7 +243,8 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "summarize": cmd_summarize, "flops": cmd_flops}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "summarize": cmd_summarize, "flops": cmd_flops, "perf": perf.run,
+            "export": export.run}
 
 
 def main(argv: list[str] | None = None) -> int:

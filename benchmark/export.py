@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -37,9 +38,6 @@ from torch import nn
 
 FORMAT = "sparsebench.sparse-model/1"
 
-# torch.sparse CSR support prints a "beta" UserWarning on first use; it is stable for what we use.
-warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-warnings.filterwarnings("ignore", message=".*Sparse BSR tensor support is in beta.*")
 
 
 def _csr(weight: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -47,7 +45,9 @@ def _csr(weight: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     dense = weight.detach().reshape(weight.shape[0], -1)
     if mask is not None:
         dense = dense.masked_fill(~mask.reshape(dense.shape).to(device=dense.device, dtype=torch.bool), 0)
-    return dense.to_sparse_csr()
+    with warnings.catch_warnings():  # torch warns once that CSR support is "beta"; what we use is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return dense.to_sparse_csr()
 
 
 class SparseLinear(nn.Module):
@@ -272,8 +272,12 @@ def load_sparse(path: str | os.PathLike, *, convs: str = "dense", device: str | 
     weights = {}
     for name, layer in payload["sparse"].items():
         shape = layer["shape"]
-        csr = torch.sparse_csr_tensor(layer["crow_indices"], layer["col_indices"], layer["values"],
-                                      (shape[0], int(torch.tensor(shape[1:]).prod())))
+        try:  # check_invariants: a damaged file raises here instead of crashing a kernel later
+            csr = torch.sparse_csr_tensor(layer["crow_indices"], layer["col_indices"], layer["values"],
+                                          (shape[0], math.prod(shape[1:])), check_invariants=True)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: layer {name} has invalid CSR data ({str(err).splitlines()[0]}); "
+                             "export the run again") from None
         weights[name] = csr
     state = dict(payload["dense"])
     for name, csr in weights.items():

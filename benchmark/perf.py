@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -208,11 +207,13 @@ def _memory(variants: list[Variant], device: torch.device) -> dict[str, Any]:
 
 def _cuda_peaks(name: str, setup: ModelSetup, method_names: list[str], sparsity: float, device: torch.device,
                 batch) -> dict[str, int]:
-    """torch.cuda.max_memory_allocated of 3 steps of each variant built alone (dynamic: one is an update)."""
+    """torch.cuda.max_memory_allocated of 3 steps of each variant built alone (dynamic: one is an update),
+    including the model, its gradients and optimizer state, the sparsifier's tensors and the activations."""
     peaks = {}
     criterion = nn.CrossEntropyLoss()
     x, y = batch
-    for method in ["dense", *method_names]:
+    # the first pass also allocates the libraries' workspaces (cuBLAS, cuDNN): a throwaway dense pass takes them
+    for method in ["dense", "dense", *method_names]:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -258,13 +259,17 @@ def measure_training(name: str, setup: ModelSetup, method_names: list[str], spar
             _train_step(v, batch, criterion, sync)
     repeats = max(1, min(20, round(0.02 / per_step)))
     round_s = per_step * repeats * len(variants)
-    if rounds is None:
-        rounds = max(1, min(40, int(budget_s / round_s)))
-    log(f"  training: {len(variants)} variants x {repeats} step(s) x {rounds} round(s) "
-        f"(a round takes about {round_s:.2f} s)")
-    for _ in range(rounds):
+    planned = rounds or max(1, min(40, int(budget_s / round_s)))
+    deadline = None if rounds else time.perf_counter() + 1.5 * budget_s  # a loaded machine stops early
+    done = 0
+    for done in range(1, planned + 1):
         for v in variants:
             v.rounds.append([_train_step(v, batch, criterion, sync) for _ in range(repeats)])
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    rounds = done
+    log(f"  training: {len(variants)} variants x {repeats} step(s) x {rounds} round(s) "
+        f"(a round took about {round_s:.2f} s at warm-up)")
 
     dense = variants[0]
     dense_round = [_median([s[0] for s in r]) for r in dense.rounds]
@@ -283,6 +288,8 @@ def measure_training(name: str, setup: ModelSetup, method_names: list[str], spar
             row["sparsity_code_ms"] = 1e3 * _median([s[1] for s in samples])
         if v.kind == "update":
             row["cost_dense_steps"] = row["added_fraction"]
+            row["update_step"] = v.t
+            row["drop_fraction"] = v.sparsifier.schedule.fraction(v.t)
         rows[v.label] = row
     result = {"rounds": rounds, "steps_per_round": repeats, "dense_step_ms": 1e3 * dense_step, "variants": rows,
               "memory": _memory(variants, device)}
@@ -382,11 +389,16 @@ def measure_inference(name: str, setup: ModelSetup, sparsities: list[float], dev
                 first = {k: _median(_time_call(f, sync, 3)) for k, f in calls.items()}
             per_call = max(_median(list(first.values())), 1e-6)
             repeats = max(1, min(50, round(0.02 / per_call)))
-            n_rounds = rounds or max(1, min(30, int(budget_s / len(INFERENCE_BATCHES) / (per_call * repeats * len(calls)))))
+            share = budget_s / len(INFERENCE_BATCHES)
+            planned = rounds or max(1, min(30, int(share / (per_call * repeats * len(calls)))))
+            deadline = None if rounds else time.perf_counter() + 1.5 * share
             times = {k: [] for k in calls}
-            for _ in range(n_rounds):
+            n_rounds = 0
+            for n_rounds in range(1, planned + 1):
                 for k, f in calls.items():
                     times[k].append(_median(_time_call(f, sync, repeats)))
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
         log(f"  inference batch {batch_size}: {len(calls)} models x {repeats} call(s) x {n_rounds} round(s)")
         dense_ms = 1e3 * _median(times["dense"])
         for sparsity in sorted(entries):
@@ -411,8 +423,8 @@ def _mib(n: float) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = [f"sparsebench perf: torch {m['torch']}, {m['device']}, {m['threads']} thread(s), {m['cpu']}",
-             ""]
+    lines = [f"sparsebench perf: torch {m['torch']}, {m['device']}, {m['threads']} thread(s) of {m['cores']} cores, "
+             f"{m['cpu']}; load average {m.get('load_before', '?')} before, {m.get('load_after', '?')} after", ""]
     for name, r in report["models"].items():
         t = r.get("training")
         if t:
@@ -455,18 +467,21 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"{name}: inference with sparse kernels (CSR Linear{conv_note}), latency medians, "
                          f"outputs vs masked dense model")
             lines.append(f"  {'sparsity':>8}{'FLOPs x':>9}{'batch':>7}{'dense ms':>10}{'sparse ms':>11}{'speedup':>9}"
-                         f"{'max|diff|':>11}{'CSR convs':>11}{'weights':>19}")
+                         f"{'max|diff|':>11}{'CSR convs':>11}  weights (CSR / dense)")
             for row in inf:
+                convs = f"{len(row['sparse_conv_layers'])}/{row['conv_layers']}" if row["conv_layers"] else "-"
                 lines.append(
                     f"  {row['sparsity']:>8g}{row['flops_multiplier']:>9.3f}{row['batch']:>7}{row['dense_ms']:>10.3f}"
-                    f"{row['sparse_ms']:>11.3f}{row['speedup']:>8.2f}x{row['max_abs_diff']:>11.1e}"
-                    f"{len(row['sparse_conv_layers']):>11}"
-                    f"{_mib(row['sparse_weight_bytes']) + ' of ' + _mib(row['dense_weight_bytes']):>19}")
+                    f"{row['sparse_ms']:>11.3f}{row['speedup']:>8.2f}x{row['max_abs_diff']:>11.1e}{convs:>11}  "
+                    f"{_mib(row['sparse_weight_bytes'])} / {_mib(row['dense_weight_bytes'])}")
         lines.append("")
     lines.append("step ms / x dense: whole training step and its median per-round ratio to the plain dense step; "
                  "FLOPs x: the paper's count for that step;")
-    lines.append("sparsity code: time in sparsifier.step() minus the optimizer.step() inside it (for an update "
-                 "step, in dense steps).")
+    lines.append("sparsity code: time in sparsifier.step() minus the optimizer.step() inside it, as a share of a "
+                 "dense step (an update step's in dense steps; timed at the first update, whose drop fraction, "
+                 "alpha, is the run's largest).")
+    lines.append("speedup: median over rounds of dense / sparse latency; max|diff|: largest difference to the masked "
+                 "dense model's outputs.")
     return "\n".join(lines)
 
 
@@ -486,9 +501,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--rounds", type=int, default=0,
                         help="interleaved rounds per model (default 0: as many as --budget allows, at least 1)")
-    parser.add_argument("--budget", type=float, default=75.0,
+    parser.add_argument("--budget", type=float, default=110.0,
                         help="seconds of timed rounds the automatic round count aims at, all models together "
-                             "(default 75; set-up and warm-up come on top)")
+                             "(default 110; set-up and warm-up come on top: the default command takes about 2 minutes "
+                             "on 2 CPU cores)")
     parser.add_argument("--sparsities", default=DEFAULT_SPARSITIES,
                         help=f"inference sparsities (default {DEFAULT_SPARSITIES})")
     parser.add_argument("--train-sparsity", type=float, default=0.9, help="sparsity of the timed training (default 0.9)")
@@ -496,6 +512,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="torch CPU threads (default: the machine's cores)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: training, inference")
     return parser
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> str | None:
+    """The 1-minute load average (other processes make timings noisy), where the OS reports it."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return None
 
 
 def _parse_list(text: str, what: str) -> list[str]:
@@ -536,10 +570,11 @@ def run(args: argparse.Namespace) -> int:
     share = args.budget / max(1, len(model_names) * len(parts))
     report = {"machine": {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                           "threads": args.threads, "torch": torch.__version__,
-                          "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+                          "cpu": _cpu_name(), "cores": os.cpu_count()},
               "settings": {"methods": method_names, "sparsities": sparsities, "train_sparsity": args.train_sparsity,
                            "rounds": args.rounds, "budget_s": args.budget},
               "models": {}}
+    report["machine"]["load_before"] = _load()
     started = time.perf_counter()
     try:
         for name, setup in setups.items():
@@ -556,6 +591,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         torch.set_num_threads(previous_threads)
     report["wall_time_s"] = time.perf_counter() - started
+    report["machine"]["load_after"] = _load()
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -21,6 +21,14 @@ from .distributions import DISTRIBUTIONS, check_sparsity, layer_counts
 from .schedules import ANNEALS
 
 SPARSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Optimizers whose step leaves a weight exactly 0 where its gradient and its state are 0 (with any
+# momentum, Nesterov, dampening, L2 or decoupled weight decay, amsgrad, maximize): after their step
+# the masked weights are still 0, so `Sparsifier.step` does not multiply the weights by the masks
+# again (one pass over the sparse weights saved per step). Any other optimizer gets the re-mask.
+ZERO_PRESERVING_OPTIMIZERS = (
+    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad, torch.optim.RMSprop,
+    torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adadelta,
+)
 LayerFilter = Callable[[str, nn.Module], bool]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -79,23 +87,178 @@ class StepInfo:
     grown: int | None = None  # connections that became active in that update
 
 
+@dataclass
+class MaskChange:
+    """A layer's new mask from a mask update, with what the update already knows about it."""
+
+    mask: torch.Tensor  # bool, the weight's shape
+    count: int  # active positions of `mask`
+    grown: torch.Tensor | int  # positions active in `mask` that were not before (a tensor avoids a host sync)
+    active: torch.Tensor | None = None  # flat int64 positions of `mask`'s active entries, any order, if known
+    # flat int64 positions that became inactive / active, if known: the update then touches only them
+    removed: torch.Tensor | None = None
+    added: torch.Tensor | None = None
+
+
 def keyed_generator(seed: int, step: int, layer: int, purpose: str) -> torch.Generator:
     """A CPU generator seeded from (seed, step, layer, purpose): the same numbers on every rank and resume."""
     digest = hashlib.sha256(f"{seed}/{step}/{layer}/{purpose}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
-def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Boolean mask of the `k` largest entries of `score`; ties broken by a keyed random order.
+# ----- exact keyed selection ---------------------------------------------------------------
+#
+# Selection is exact (exactly k positions; every position scoring above the k-th largest value is
+# chosen) and ties at the k-th value are broken uniformly at random by a keyed generator, which
+# is consumed only when such a tie exists. Candidates are found with torch.topk; ties are
+# resolved among the tied positions in increasing position order, so the result never depends on
+# the order in which candidates were gathered (a resumed run rebuilds them in another order).
 
-    Scores are visited in a random permutation and sorted stably, so distinct scores are
-    ranked exactly and equal scores are chosen uniformly at random, reproducibly.
+_PREFILTER_MIN = 8192  # CPU vectors at least this long are pre-filtered by a sampled threshold
+_SAMPLE = 4096
+
+
+def _at_least(flat: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """Positions (int64) of the entries of 1-D `flat` that are >= `bound`.
+
+    Long vectors are viewed as 8 rows: the column maxima (one vectorised pass) tell which columns
+    hold a candidate, and only those columns are compared and compacted, which is several times
+    cheaper than compacting a bool vector of the full length when candidates are few.
     """
-    flat = score.flatten()
+    n = flat.numel()
+    if n < 1 << 16:
+        return (flat >= bound).nonzero().squeeze(1)
+    rows, width = 8, n // 8
+    body = flat[: rows * width].view(rows, width)
+    columns = (body.amax(0) >= bound).nonzero().squeeze(1)
+    hits = (body.index_select(1, columns) >= bound).nonzero()
+    positions = hits[:, 0] * width + columns.index_select(0, hits[:, 1])
+    tail = (flat[rows * width:] >= bound).nonzero().squeeze(1) + rows * width
+    return torch.cat([positions, tail])
+
+
+def _top(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of `k` largest entries of 1-D `flat`, in no particular order.
+
+    Which of several equal values at the boundary is returned is unspecified (callers resolve
+    ties). On CPU a long vector with a small `k` is first cut down to the entries at or above a
+    threshold estimated from an evenly spaced sample (3 standard deviations above the expected
+    count): torch.topk on the whole vector costs ~10 ns per entry there. The threshold only affects
+    speed: if fewer than `k` entries pass it, the full vector is searched.
+    """
+    n = flat.numel()
+    if flat.device.type == "cpu" and n >= _PREFILTER_MIN and 3 * k <= n:
+        sample = flat[:: n // min(_SAMPLE, n // 8)]
+        s, p = sample.numel(), k / n
+        rank = min(s, math.ceil(p * s + 3 * math.sqrt(s * p * (1 - p)) + 8))
+        bound = sample.topk(rank, sorted=False).values.min()
+        candidates = _at_least(flat, bound)
+        if candidates.numel() >= k:
+            values, picked = flat.index_select(0, candidates).topk(k, sorted=False)
+            return values, candidates.index_select(0, picked)
+    return flat.topk(k, sorted=False)
+
+
+def _distinct_draws(n: int, need: int, generator: torch.Generator, accept: torch.Tensor | None = None,
+                    accepted: int | None = None) -> torch.Tensor:
+    """The first `need` distinct values of a stream of uniform draws from [0, n) (only those with
+    `accept[value]` True, if given): a uniformly random `need`-subset of the accepted values.
+
+    Duplicates are found without sorting: each value's first draw index is scattered (min) into
+    an int32 array of length n, and a draw is kept if it is its value's first.
+    """
+    accepted = n if accepted is None else accepted
+    batch = math.ceil((1.2 * need + 16) * n / accepted)
+    device = accept.device if accept is not None else torch.device("cpu")
+    drawn = torch.empty(0, dtype=torch.long, device=device)
+    while True:
+        draws = torch.randint(n, (batch,), generator=generator).to(device)
+        if accept is not None:
+            draws = draws[accept.index_select(0, draws)]
+        drawn = torch.cat([drawn, draws])
+        m = drawn.numel()
+        order = torch.arange(m, dtype=torch.int32, device=device)
+        first = torch.full((n,), m, dtype=torch.int32, device=device).scatter_reduce_(0, drawn, order, "amin")
+        distinct = drawn[first.index_select(0, drawn) == order]  # first occurrences, in draw order
+        if distinct.numel() >= need:
+            return distinct[:need]
+
+
+def choose_subset(m: int, need: int, generator: torch.Generator) -> torch.Tensor:
+    """A uniformly random `need`-subset of range(m) (int64, no particular order), drawn from `generator`."""
+    if need >= m:
+        return torch.arange(m)
+    if need <= 0:
+        return torch.empty(0, dtype=torch.long)
+    if 4 * need <= m:
+        return _distinct_draws(m, need, generator)
+    if 4 * (m - need) <= m:  # choose the few left out
+        keep = torch.ones(m, dtype=torch.bool)
+        keep[_distinct_draws(m, m - need, generator)] = False
+        return keep.nonzero().squeeze(1)
+    return torch.randperm(m, generator=generator)[:need]
+
+
+def sample_positions(allowed: torch.Tensor, count: int, need: int, generator: torch.Generator) -> torch.Tensor:
+    """`need` positions drawn uniformly without replacement among the `count` True entries of the
+    1-D bool tensor `allowed` (int64 positions, no particular order)."""
+    n = allowed.numel()
+    if need <= 0:
+        return torch.empty(0, dtype=torch.long, device=allowed.device)
+    if 4 * need <= count and 4 * count >= n:
+        return _distinct_draws(n, need, generator, accept=allowed, accepted=count)
+    positions = allowed.nonzero().squeeze(1)
+    return positions[choose_subset(count, need, generator).to(allowed.device)]
+
+
+def topk_indices(score: torch.Tensor, k: int, generator: torch.Generator,
+                 positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices (into `score.flatten()`, int64, no particular order) of its `k` largest entries.
+
+    Exact: every entry larger than the k-th largest value is chosen, and among entries equal to
+    it as many as needed are drawn uniformly at random from `generator` (only drawn from when such
+    a tie exists). `positions[j]` (distinct) is where entry j sits in its layer, when `score` holds
+    a gathered subset of a layer: ties are resolved in order of position, so the result does not
+    depend on the gathering order.
+    """
+    flat = score.reshape(-1)
+    n = flat.numel()
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long, device=flat.device)
+    if k >= n:
+        return torch.arange(n, device=flat.device)
+    values, index = _top(flat, k + 1)
+    low = values.topk(2, largest=False)  # ascending: the (k+1)-th and k-th largest values
+    below, kth, j, _ = torch.cat([low.values.double(), low.indices.double()]).tolist()  # one host sync
+    if below < kth:  # no tie across the boundary: the k largest are unique
+        j = int(j)
+        return torch.cat([index[:j], index[j + 1:]])
+    if math.isnan(kth) or math.isnan(below):
+        return _topk_mask_sorted(flat, k, generator).nonzero().squeeze(1)
+    above = index[values > kth]
+    tied = (flat == kth).nonzero().squeeze(1)
+    if positions is not None:
+        tied = tied[positions[tied].argsort()]
+    chosen = choose_subset(tied.numel(), k - above.numel(), generator).to(flat.device)
+    return torch.cat([above, tied[chosen]])
+
+
+def _topk_mask_sorted(flat: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Reference selection (used for NaN scores): a keyed random order, then a stable sort."""
     order = torch.randperm(flat.numel(), generator=generator).to(flat.device)
     chosen = order[torch.sort(flat[order], descending=True, stable=True).indices[:k]]
     mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     mask[chosen] = True
+    return mask
+
+
+def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Boolean mask of the `k` largest entries of `score`; ties broken uniformly by a keyed draw.
+
+    Exactly `k` entries are chosen; see `topk_indices`.
+    """
+    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
+    mask[topk_indices(score, k, generator)] = True
     return mask.view_as(score)
 
 
@@ -125,6 +288,13 @@ class Sparsifier:
 
     name: ClassVar[str]
     dynamic: ClassVar[bool] = False
+    # Multiply the weights by the masks after every optimizer step: None decides from the optimizer
+    # (not needed for ZERO_PRESERVING_OPTIMIZERS), True/False forces it.
+    remask_weights: bool | None = None
+    # Keep a copy of each sparse layer's mask in the weight's dtype (4 bytes per fp32 weight) for the
+    # step's multiplies, which are then vectorised; False saves that memory and multiplies by the
+    # bool masks (about 3x slower per element on CPU). Call apply_masks() after changing it.
+    fast_masks: bool = True
     accepts_masks: ClassVar[bool] = True  # can start from given masks (restarts, lottery tickets)
 
     def __init__(
@@ -144,6 +314,8 @@ class Sparsifier:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
             raise ValueError(f"total_steps must be a positive int (the run's optimizer steps), got {total_steps!r}")
         self.model, self.optimizer, self.total_steps = model, optimizer, total_steps
+        if self.remask_weights is None:
+            self.remask_weights = type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS
         layers = sparse_layers(model, include)
         if not layers:
             raise ValueError(
@@ -161,9 +333,106 @@ class Sparsifier:
         else:
             masks = self._given_masks(masks)
             self.targets = [int(m.sum()) for m in masks]
+        self.counts = [int(m.sum()) for m in masks]
         self.masks = [m.to(device=w.device, dtype=torch.bool) for m, w in zip(masks, self.weights)]
-        self.counts = [int(m.sum()) for m in self.masks]
         self.apply_masks()
+
+    # ----- masks and the step's cached views of them --------------------------------------------
+    #
+    # `masks` (bool, 1 byte per weight) is the public state. The step multiplies gradients and
+    # weights by a copy of each sparse layer's mask in the weight's dtype: a same-dtype multiply is
+    # vectorised, one with a bool operand is about 10x slower on CPU. Fully dense layers are skipped.
+    # The copies are rebuilt whenever `masks` is assigned, `load_state_dict` or `apply_masks()`
+    # runs, or an update changes a layer; assign a new list rather than editing a mask in place
+    # (or call `apply_masks()` after editing).
+
+    @property
+    def masks(self) -> list[torch.Tensor]:
+        """The boolean mask of each sparse layer (True = active), in the order of `names`."""
+        return self._masks
+
+    @masks.setter
+    def masks(self, masks: list[torch.Tensor]) -> None:
+        self._masks = list(masks)
+        self._multipliers = None
+        self._active = [None] * len(self._masks)
+
+    def _refresh(self) -> None:
+        """Rebuild the per-layer multipliers and the step's lists of sparse layers."""
+        self._multipliers = [
+            None if count == size else mask.to(weight.dtype) if self.fast_masks else mask
+            for mask, weight, count, size in zip(self._masks, self.weights, self.counts, self.sizes)
+        ]
+        self._rebuild_hot()
+
+    def _rebuild_hot(self) -> None:
+        self._hot = [i for i, m in enumerate(self._multipliers) if m is not None]
+        self._hot_weights = [self.weights[i] for i in self._hot]
+        self._hot_multipliers = [self._multipliers[i] for i in self._hot]
+
+    def _active_indices(self, i: int) -> torch.Tensor:
+        """Flat positions of layer `i`'s active weights (any order), cached until its mask changes."""
+        if self._active[i] is None:
+            self._active[i] = self._masks[i].reshape(-1).nonzero().squeeze(1)
+        return self._active[i]
+
+    def held_tensors(self) -> dict[str, list[torch.Tensor]]:
+        """Every tensor the sparsifier holds beyond the model and optimizer, by kind (memory accounting)."""
+        if self._multipliers is None:
+            self._refresh()
+        return {
+            "masks": list(self._masks),
+            "multipliers": [m for m in self._multipliers if m is not None and m.dtype != torch.bool],
+            "active_indices": [a for a in self._active if a is not None],
+            **self.extra_tensors(),
+        }
+
+    def extra_tensors(self) -> dict[str, list[torch.Tensor]]:
+        """Method tensors held beyond masks (e.g. SNFS's gradient momentum), for `held_tensors`."""
+        return {}
+
+    @torch.no_grad()
+    def smallest_active(self, i: int, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(active, slots): layer `i`'s active flat positions (cached) and the slots of `active`
+        holding its `k` active weights of smallest magnitude; ties at the boundary drawn from `generator`."""
+        flat = self.weights[i].detach().reshape(-1)
+        if self.counts[i] == self.sizes[i]:
+            active, values = torch.arange(flat.numel(), device=flat.device), flat.abs()
+        else:
+            active = self._active_indices(i)
+            values = flat.index_select(0, active).abs_()
+        return active, topk_indices(values.neg_(), k, generator, positions=active)
+
+    @torch.no_grad()
+    def drop_smallest(self, i: int, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept, dropped) flat positions of layer `i`'s active weights after dropping the `k` of
+        smallest magnitude; ties at the boundary are drawn from `generator`."""
+        active, slots = self.smallest_active(i, k, generator)
+        keep = torch.ones(active.numel(), dtype=torch.bool, device=active.device).index_fill_(0, slots, False)
+        return active[keep], active.index_select(0, slots)
+
+    def change_by_positions(self, i: int, active: torch.Tensor, dropped: torch.Tensor,
+                            grown: torch.Tensor | None = None) -> MaskChange:
+        """Layer `i`'s MaskChange when `dropped` (active now) become inactive and `grown` (not in the new
+        `active` otherwise; may include dropped ones, which then keep their value) become active;
+        `active` lists every active flat position after the change."""
+        old = self._masks[i].reshape(-1)
+        flat = old.clone(memory_format=torch.contiguous_format)
+        flat.index_fill_(0, dropped, False)
+        if grown is None:
+            grown = dropped[:0]
+        flat.index_fill_(0, grown, True)
+        regrown = old.index_select(0, grown)  # grown positions that were active: dropped, then grown again
+        if bool(regrown.any()):
+            removed, added = dropped[~flat.index_select(0, dropped)], grown[~regrown]
+        else:
+            removed, added = dropped, grown
+        return MaskChange(flat.view(self.weights[i].shape), active.numel(), added.numel(), active, removed, added)
+
+    def change_from_positions(self, i: int, active: torch.Tensor, grown: torch.Tensor | int = 0) -> MaskChange:
+        """A MaskChange for layer `i` whose active flat positions are `active` (distinct)."""
+        mask = torch.zeros(self.sizes[i], dtype=torch.bool, device=active.device).index_fill_(0, active, True)
+        return MaskChange(mask.view(self.weights[i].shape), active.numel(), grown, active)
 
     def _given_masks(self, masks: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """Validate masks passed to the constructor: one per sparse layer, of its shape."""
@@ -208,8 +477,33 @@ class Sparsifier:
         """See the dense gradients of step `t` (None for a layer without one) before they are masked."""
 
     def updated_masks(self, t: int) -> list[torch.Tensor]:
-        """New masks after step `t`; called only when `is_update_step(t)`."""
-        raise NotImplementedError
+        """New masks after step `t`; called only when `is_update_step(t)`.
+
+        A method implements this or `update_layers` (which also says which layers changed and
+        what it already knows about them, sparing the step a recount).
+        """
+        changes = self.update_layers(t)
+        return [changes[i].mask if i in changes else m for i, m in enumerate(self._masks)]
+
+    def update_layers(self, t: int) -> dict[int, MaskChange]:
+        """The layers whose mask changes after step `t`, by index; by default from `updated_masks`."""
+        if type(self).updated_masks is Sparsifier.updated_masks:
+            raise NotImplementedError(f"{type(self).__name__} must implement updated_masks or update_layers")
+        return self._changes_from_masks(t)
+
+    def _changes(self, t: int) -> dict[int, MaskChange]:
+        """The update after step `t`: a subclass's own `updated_masks` wins over an inherited `update_layers`."""
+        if type(self).updated_masks is not Sparsifier.updated_masks:
+            return self._changes_from_masks(t)
+        return self.update_layers(t)
+
+    def _changes_from_masks(self, t: int) -> dict[int, MaskChange]:
+        changes = {}
+        for i, (new, old) in enumerate(zip(self.updated_masks(t), self._masks)):
+            new = new.to(device=old.device, dtype=torch.bool)
+            if new is not old:
+                changes[i] = MaskChange(new, int(new.sum()), (new & ~old).sum())
+        return changes
 
     # ----- what the base owns --------------------------------------------------------------
 
@@ -218,41 +512,103 @@ class Sparsifier:
         """Mask gradients, take the optimizer step, re-mask weights and update masks when scheduled.
 
         With a `scaler` (fp16 autocast), gradients are unscaled first and `scaler.step` is
-        used; call `scaler.update()` yourself as usual.
+        used; call `scaler.update()` yourself as usual. An ordinary step does no host sync and
+        touches only the sparse layers: one vectorised multiply of their gradients (and of their
+        weights after the optimizer step, unless the optimizer keeps zero weights at zero, see
+        ZERO_PRESERVING_OPTIMIZERS). If you load weights into the model yourself, call
+        `apply_masks()` afterwards.
         """
         t = self.t
-        info = StepInfo(t, tuple(self.counts), self.uses_dense_gradient(t))
         update = self.is_update_step(t)
+        info = StepInfo(t, tuple(self.counts), self.uses_dense_gradient(t))
         if scaler is not None:
             scaler.unscale_(self.optimizer)
+        if self._multipliers is None:
+            self._refresh()
         grads = [w.grad for w in self.weights]
         self.observe_gradients(grads, t)
-        present = [(g, m) for g, m in zip(grads, self.masks) if g is not None]
-        if present:
-            torch._foreach_mul_(*map(list, zip(*present)))
+        hot = [grads[i] for i in self._hot]
+        if any(g is None for g in hot):
+            present = [(g, m) for g, m in zip(hot, self._hot_multipliers) if g is not None]
+            if present:
+                torch._foreach_mul_(*map(list, zip(*present)))
+        elif hot:
+            torch._foreach_mul_(hot, self._hot_multipliers)
         if not (update and self.config.skip_step_on_update):
             self.optimizer.step() if scaler is None else scaler.step(self.optimizer)
-        torch._foreach_mul_(self.weights, self.masks)
+        if self.remask_weights and self._hot:
+            torch._foreach_mul_(self._hot_weights, self._hot_multipliers)
         if update:
-            new = [m.to(torch.bool) for m in self.updated_masks(t)]
+            changes = self._changes(t)
             info.updated = True
-            info.grown = int(sum((n & ~m).sum() for n, m in zip(new, self.masks)))
-            self.masks = new
-            self.counts = [int(m.sum()) for m in new]
-            self.apply_masks()
+            info.grown = int(sum(c.grown for c in changes.values()))
+            if changes:
+                self._apply_changes(changes)
         self.t += 1
         return info
 
     @torch.no_grad()
-    def apply_masks(self) -> None:
-        """Zero every masked-out weight, its gradient and its optimizer state (momentum, Adam moments)."""
-        torch._foreach_mul_(self.weights, self.masks)
-        for weight, mask in zip(self.weights, self.masks):
+    def _apply_changes(self, changes: dict[int, MaskChange]) -> None:
+        """Install new masks; zero the weights, gradients and optimizer state that became inactive.
+
+        When the update says which positions changed and the optimizer keeps zeros at zero (so
+        every inactive position is already 0 everywhere), only the removed positions are zeroed and
+        the multipliers are patched in place; otherwise the layer is re-masked in full.
+        """
+        if self._multipliers is None:
+            self._refresh()
+        full = []
+        for i, change in changes.items():
+            weight, multiplier = self.weights[i], self._multipliers[i]
+            self._masks[i] = change.mask.to(device=weight.device, dtype=torch.bool)
+            self.counts[i] = change.count
+            self._active[i] = change.active
+            if change.count == self.sizes[i]:
+                self._multipliers[i] = None
+            elif (not self.remask_weights and change.removed is not None and change.added is not None
+                  and multiplier is not None and multiplier.is_contiguous()):
+                if multiplier.dtype == torch.bool:
+                    self._multipliers[i] = self._masks[i]
+                else:
+                    flat = multiplier.view(-1)
+                    flat.index_fill_(0, change.removed, 0)
+                    flat.index_fill_(0, change.added, 1)
+                for value in [weight, weight.grad, *self.optimizer.state.get(weight, {}).values()]:
+                    if torch.is_tensor(value) and value.shape == weight.shape:
+                        if value.is_contiguous():
+                            value.view(-1).index_fill_(0, change.removed, 0)
+                        else:
+                            value.mul_(self._masks[i])
+            else:
+                self._multipliers[i] = self._masks[i].to(weight.dtype) if self.fast_masks else self._masks[i]
+                full.append(i)
+        self._rebuild_hot()
+        self._mask_layers(full)
+
+    @torch.no_grad()
+    def _mask_layers(self, layers: list[int]) -> None:
+        """Zero the masked-out entries of these layers' weights, gradients and optimizer state."""
+        for i in layers:
+            multiplier = self._multipliers[i]
+            if multiplier is None:  # fully dense: nothing to zero
+                continue
+            weight, mask = self.weights[i], self._masks[i]
+            weight.mul_(multiplier)
             if weight.grad is not None:
-                weight.grad.mul_(mask)
+                weight.grad.mul_(multiplier)
             for value in self.optimizer.state.get(weight, {}).values():
                 if torch.is_tensor(value) and value.shape == weight.shape:
-                    value.mul_(mask)
+                    value.mul_(multiplier if value.dtype == multiplier.dtype else mask)
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero every masked-out weight, its gradient and its optimizer state (momentum, Adam moments).
+
+        Also rebuilds the step's cached copies of the masks: call it after editing a mask in place.
+        """
+        self.masks = self._masks
+        self._refresh()
+        self._mask_layers(list(range(len(self._masks))))
 
     def densities(self) -> dict[str, float]:
         """Current density (active / total) of each sparse layer, by module name."""
@@ -289,8 +645,9 @@ class Sparsifier:
                 f"not {self.name!r} with {sorted(expected)}; load a checkpoint of the same run"
             )
         self.t = int(state["t"])
-        self.masks = [masks[n].to(device=w.device, dtype=torch.bool) for n, w in zip(self.names, self.weights)]
-        self.counts = [int(m.sum()) for m in self.masks]
+        masks = [masks[n].to(device=w.device, dtype=torch.bool) for n, w in zip(self.names, self.weights)]
+        self.counts = [int(m.sum()) for m in masks]
+        self.masks = masks
         self.load_extra_state(state.get("extra", {}))
         self.apply_masks()
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .base import Sparsifier, keyed_generator, topk_mask
+from .base import MaskChange, Sparsifier, keyed_generator, sample_positions, topk_indices
 from .schedules import DropGrowSchedule
 
 
@@ -29,24 +29,46 @@ class SET(Sparsifier):
     def is_update_step(self, t: int) -> bool:
         return self.schedule.is_update(t)
 
-    def grow_score(self, i: int) -> torch.Tensor:
-        """Score of growing each position of layer `i` (higher grows first)."""
-        # All positions tie, so the keyed tie-break of topk_mask draws uniformly at random.
-        return torch.zeros_like(self.weights[i], dtype=torch.float32)
+    def grow_score(self, i: int) -> torch.Tensor | None:
+        """Score of growing each position of layer `i` (higher grows first); None: uniformly at random.
+
+        The caller may overwrite the returned tensor (return a fresh one, or a copy).
+        """
+        return None
 
     @torch.no_grad()
-    def updated_masks(self, t: int) -> list[torch.Tensor]:
-        new = []
-        for i, (w, m, active) in enumerate(zip(self.weights, self.masks, self.counts)):
-            k = self.schedule.drop_count(t, active)
-            if k == 0 or active == w.numel():
-                new.append(m)
+    def update_layers(self, t: int) -> dict[int, MaskChange]:
+        """Drop each layer's `k` smallest active weights and grow `k` among the positions not kept.
+
+        Work is done on positions, never on dense boolean masks: the drop ranks only the active
+        weights (gathered by their cached positions), the grow ranks the grow score with the kept
+        positions excluded, or (SET) draws uniformly among them; both exact, ties keyed.
+        """
+        changes = {}
+        for i, (count, size) in enumerate(zip(self.counts, self.sizes)):
+            k = self.schedule.drop_count(t, count)
+            if k == 0 or count == size:
                 continue
             g = keyed_generator(self.config.seed, t, i, "drop-grow")
-            keep = topk_mask(torch.where(m, w.abs(), -torch.inf), active - k, g)
-            grow = topk_mask(torch.where(keep, -torch.inf, self.grow_score(i).float()), k, g)
-            new.append(keep | grow)
-        return new
+            active, slots = self.smallest_active(i, k, g)
+            dropped = active.index_select(0, slots)
+            grown = self._grow(i, active, dropped, k, g)
+            # the grown positions take the dropped ones' slots: the new active list without compaction
+            changes[i] = self.change_by_positions(i, active.clone().index_copy_(0, slots, grown), dropped, grown)
+        return changes
+
+    def _grow(self, i: int, active: torch.Tensor, dropped: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+        """`k` flat positions of layer `i` with the largest grow score among those not kept
+        (inactive, or in `dropped`)."""
+        score = self.grow_score(i)
+        if score is None:
+            allowed = torch.ones(self.sizes[i], dtype=torch.bool, device=active.device)
+            allowed.index_fill_(0, active, False).index_fill_(0, dropped, True)
+            return sample_positions(allowed, self.sizes[i] - active.numel() + dropped.numel(), k, g)
+        score = score.reshape(-1).float()
+        saved = score.index_select(0, dropped)
+        score.index_fill_(0, active, -torch.inf).index_copy_(0, dropped, saved)
+        return topk_indices(score, k, g)
 
 
 class RigL(SET):
@@ -63,15 +85,16 @@ class RigL(SET):
 
     def observe_gradients(self, grads: list[torch.Tensor | None], t: int) -> None:
         if self.is_update_step(t):
-            self._scores = [torch.zeros_like(w) if g is None else g.abs() for g, w in zip(grads, self.weights)]
+            self._scores = [None if count == size else torch.zeros_like(w) if g is None else g.abs()
+                            for g, w, count, size in zip(grads, self.weights, self.counts, self.sizes)]
 
     def grow_score(self, i: int) -> torch.Tensor:
         return self._scores[i]
 
-    def updated_masks(self, t: int) -> list[torch.Tensor]:
-        new = super().updated_masks(t)
+    def update_layers(self, t: int) -> dict[int, MaskChange]:
+        changes = super().update_layers(t)
         del self._scores
-        return new
+        return changes
 
 
 class SNFS(SET):
@@ -89,6 +112,9 @@ class SNFS(SET):
 
     @torch.no_grad()
     def observe_gradients(self, grads: list[torch.Tensor | None], t: int) -> None:
+        if all(g is not None for g in grads):
+            torch._foreach_lerp_(self.momentum, grads, 1 - self.config.snfs_momentum)
+            return
         present = [(m, g) for m, g in zip(self.momentum, grads) if g is not None]
         if present:
             buffers, values = map(list, zip(*present))
@@ -99,6 +125,9 @@ class SNFS(SET):
 
     def extra_state(self) -> dict[str, Any]:
         return {"momentum": [m.clone() for m in self.momentum]}
+
+    def extra_tensors(self) -> dict[str, list[torch.Tensor]]:
+        return {"momentum": list(self.momentum)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         for buffer, saved in zip(self.momentum, state["momentum"]):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Batch, Sparsifier, keyed_generator, topk_mask
+from .base import Batch, MaskChange, Sparsifier, keyed_generator
 from .schedules import CubicPruningSchedule
 
 
@@ -36,8 +36,12 @@ class GMP(Sparsifier):
         return list(self.sizes) if last is None else self.counts_after(last)
 
     @torch.no_grad()
-    def updated_masks(self, t: int) -> list[torch.Tensor]:
-        return [
-            topk_mask(torch.where(m, w.abs(), -torch.inf), k, keyed_generator(self.config.seed, t, i, "prune"))
-            for i, (w, m, k) in enumerate(zip(self.weights, self.masks, self.counts_after(t)))
-        ]
+    def update_layers(self, t: int) -> dict[int, MaskChange]:
+        """Each layer keeps its largest-magnitude active weights, down to `counts_after(t)` (exact, ties keyed)."""
+        changes = {}
+        for i, (count, target) in enumerate(zip(self.counts, self.counts_after(t))):
+            if target >= count:
+                continue
+            kept, dropped = self.drop_smallest(i, count - target, keyed_generator(self.config.seed, t, i, "prune"))
+            changes[i] = self.change_by_positions(i, kept, dropped)
+        return changes
