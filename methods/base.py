@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -33,28 +33,37 @@ LayerFilter = Callable[[str, nn.Module], bool]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class SparsityConfig:
     """Hyper-parameters shared by all methods (each field is also a CLI flag of the harness)."""
 
-    sparsity: float = 0.9
-    distribution: str = "uniform"
-    dense_first: bool | None = None  # None: dense under uniform, sparse under er/erk (the paper's choice)
-    dense_last: bool = False
-    seed: int = 0
-    # dynamic methods (set, snfs, rigl)
-    delta_t: int = 100
-    t_end: float = 0.75  # fraction of total steps after which masks stop changing
-    alpha: float = 0.3
-    anneal: str = "cosine"
-    skip_step_on_update: bool = False  # the reference RigL skips the optimizer step on update steps
-    snfs_momentum: float = 0.9
-    # gmp, as fractions of total steps; gmp_every=0 means about every 1% of training
-    gmp_start: float = 0.2
-    gmp_stop: float = 0.75
-    gmp_every: int = 0
-    # snip
-    snip_scope: str = "layer"  # "layer": per-layer counts from the distribution; "global": one threshold
+    sparsity: float = _setting(0.9, "fraction of zeros over the sparse layers, in [0, 1)")
+    distribution: str = _setting("uniform", "how sparsity is split across layers: uniform, er or erk")
+    dense_first: bool | None = _setting(None, "keep the first sparse layer dense (default: yes under uniform, no "
+                                              "under er/erk, the paper's choice)")
+    dense_last: bool = _setting(False, "keep the last sparse layer dense")
+    seed: int = _setting(0, "seed of the model's init, the data order and every keyed random choice")
+    delta_t: int = _setting(100, "steps between mask updates of dynamic methods")
+    t_end: float = _setting(0.75, "fraction of training after which masks stop changing")
+    alpha: float = _setting(0.3, "initial fraction of each layer's active weights dropped and regrown per update")
+    anneal: str = _setting("cosine", "decay of the drop fraction: cosine, constant or linear")
+    skip_step_on_update: bool = _setting(False, "skip the optimizer step on mask-update steps, as the reference "
+                                                "RigL code does")
+    snfs_momentum: float = _setting(0.9, "momentum of SNFS's moving average of the dense gradient")
+    gmp_start: float = _setting(0.2, "fraction of training where GMP starts pruning")
+    gmp_stop: float = _setting(0.75, "fraction of training where GMP reaches the target sparsity")
+    gmp_every: int = _setting(0, "steps between GMP pruning events (0: about every 1%% of training)")
+    snip_scope: str = _setting("layer", "SNIP keeps the top saliency per layer (layer, the distribution's counts) "
+                                        "or under one global threshold (global, the SNIP paper's)")
+    dsr_threshold: float = _setting(1e-3, "DSR's initial global pruning threshold H (Mostafa & Wang's code)")
+    dsr_prune_fraction: float = _setting(0.01, "DSR's weights pruned per update, K, as a fraction of all parameters")
+    dsr_tolerance: float = _setting(0.1, "DSR doubles / halves H when the pruned count leaves K (1 -+ tolerance)")
+    deepr_l1: float = _setting(1e-5, "DeepR's L1 penalty on active magnitudes (Bellec et al.'s MNIST script)")
+    deepr_temperature: float = _setting(2.5e-11, "DeepR's temperature T: noise sqrt(2 lr T) per step")
 
     def validate(self) -> None:
         """Raise a ValueError naming the fix for any field out of range."""

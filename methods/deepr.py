@@ -37,8 +37,8 @@ class DeepR(Sparsifier):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         c = self.config
-        self.l1 = getattr(c, "deepr_l1", 1e-5)
-        self.temperature = getattr(c, "deepr_temperature", 2.5e-11)
+        self.l1 = c.deepr_l1
+        self.temperature = c.deepr_temperature
         if self.l1 < 0 or self.temperature < 0:
             raise ValueError(f"deepr needs deepr_l1 >= 0 and deepr_temperature >= 0; got {self.l1}, {self.temperature}")
         if c.skip_step_on_update:

@@ -87,9 +87,9 @@ class DSR(Sparsifier):
         super().__init__(*args, **kwargs)
         c = self.config
         self.schedule = DropGrowSchedule(c.delta_t, self.steps_fraction(c.t_end), c.alpha, c.anneal)
-        self.threshold = float(getattr(c, "dsr_threshold", 1e-3))
-        fraction = getattr(c, "dsr_prune_fraction", 0.01)
-        self.tolerance = getattr(c, "dsr_tolerance", 0.1)
+        self.threshold = float(c.dsr_threshold)
+        fraction = c.dsr_prune_fraction
+        self.tolerance = c.dsr_tolerance
         if not (self.threshold > 0 and 0 < fraction < 1 and 0 <= self.tolerance < 1):
             raise ValueError(f"dsr needs dsr_threshold > 0, 0 < dsr_prune_fraction < 1 and 0 <= dsr_tolerance < 1; "
                              f"got {self.threshold}, {fraction}, {self.tolerance}")
