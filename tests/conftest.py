@@ -34,6 +34,18 @@ def train_step(model, sparsifier, optimizer, step: int):
     return sparsifier.step()
 
 
+def continue_run(net, opt, sparsifier, steps: int, start=None):
+    """Optionally load a checkpoint saved as {model, optimizer, sparsifier}, then train `steps` more steps."""
+    if start is not None:
+        checkpoint = torch.load(start, weights_only=True)
+        net.load_state_dict(checkpoint["model"])
+        opt.load_state_dict(checkpoint["optimizer"])
+        sparsifier.load_state_dict(checkpoint["sparsifier"])
+    for _ in range(steps):
+        train_step(net, sparsifier, opt, sparsifier.t)
+    return net, opt, sparsifier
+
+
 @pytest.fixture
 def make_run():
     """Build (model, optimizer, sparsifier) with a fixed init seed."""

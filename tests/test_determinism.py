@@ -4,21 +4,13 @@ import io
 import pytest
 import torch
 
-from conftest import train_step
+from conftest import continue_run
 
 DYNAMIC_OPTIONS = dict(sparsity=0.8, distribution="erk", delta_t=20, gmp_every=10, total_steps=200)
 
 
 def run(make_run, method, steps, seed=0, start=None):
-    net, opt, s = make_run(method, "conv", "sgd", seed=seed, **DYNAMIC_OPTIONS)
-    if start is not None:
-        checkpoint = torch.load(start, weights_only=True)
-        net.load_state_dict(checkpoint["model"])
-        opt.load_state_dict(checkpoint["optimizer"])
-        s.load_state_dict(checkpoint["sparsifier"])
-    for _ in range(steps):
-        train_step(net, s, opt, s.t)
-    return net, opt, s
+    return continue_run(*make_run(method, "conv", "sgd", seed=seed, **DYNAMIC_OPTIONS), steps, start)
 
 
 METHODS = ["static", "snip", "gmp", "set", "snfs", "rigl"]

@@ -12,7 +12,7 @@ from benchmark.cli import main
 from benchmark.config import preset_config
 from benchmark.data import DATASETS
 from benchmark.train import RunInterrupted, plan_run, setup_run, train
-from conftest import MODELS, tiny_mlp, train_step
+from conftest import MODELS, continue_run, tiny_mlp, train_step
 from test_invariants import check_contract
 
 NEW = ["dsr", "deepr", "lottery-static", "lottery-rigl"]
@@ -52,16 +52,9 @@ def test_exact_counts_zero_weights_and_zero_state_every_step(make_run, method, o
 
 
 def run(make_run, method, steps, seed=0, start=None):
-    net, opt, s = build(make_run, method, "conv", "sgd", seed=seed, sparsity=0.8, distribution="erk", delta_t=20,
-                        total_steps=200)
-    if start is not None:
-        checkpoint = torch.load(start, weights_only=True)
-        net.load_state_dict(checkpoint["model"])
-        opt.load_state_dict(checkpoint["optimizer"])
-        s.load_state_dict(checkpoint["sparsifier"])
-    for _ in range(steps):
-        train_step(net, s, opt, s.t)
-    return net, opt, s
+    net_opt_s = build(make_run, method, "conv", "sgd", seed=seed, sparsity=0.8, distribution="erk", delta_t=20,
+                      total_steps=200)
+    return continue_run(*net_opt_s, steps, start)
 
 
 def same(a, b):
