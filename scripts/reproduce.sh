@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # The sweeps behind REPRODUCTION.md. Every command is resumable: run this script again after an
 # interruption and finished runs are skipped, interrupted ones resume from their checkpoints.
-# Usage: bash scripts/reproduce.sh [fmnist-lenet300|mnist-lenet300|fmnist-lenet5|all] (default all)
+# Usage: bash scripts/reproduce.sh [fmnist-lenet300|new-methods|landscape|mnist-lenet300|fmnist-lenet5|all]
+# (default all). Figures and tables of each sweep go to results/<sweep>/figures and results/<sweep>/tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+report() {  # summary, figures and tables of one sweep folder
+  $py -m benchmark summarize --runs "$1/runs.csv"
+  $py -m analysis plot --runs "$1/runs.csv" --out "$1/figures" --formats pdf,png
+  $py -m analysis table --runs "$1/runs.csv" --out "$1/tables"
+}
 py=.venv/bin/python
 workers=${WORKERS:-2}
 sweep=${1:-all}
@@ -18,17 +25,30 @@ if [[ $sweep == fmnist-lenet300 || $sweep == all ]]; then
       --distribution uniform --workers "$workers" --out $out
   $py -m benchmark run --preset fashion-mnist-lenet300 --methods rigl --sparsity $SPARSITIES --seeds 3 \
       --distribution erk --multiplier 2 --workers "$workers" --out $out
-  $py -m benchmark summarize --runs $out/runs.csv
+  report $out
+fi
+if [[ $sweep == new-methods || $sweep == all ]]; then  # reuses the dense runs above for the lottery tickets
+  out=results/fashion-mnist-lenet300
+  $py -m benchmark run --preset fashion-mnist-lenet300 --methods dsr,deepr,lottery-static,lottery-rigl \
+      --sparsity 0.9 --seeds 3 --distribution erk --workers "$workers" --out $out
+  report $out
+fi
+if [[ $sweep == landscape || $sweep == all ]]; then  # gmp and static at 0.9, seed 0, from the sweep above
+  runs=results/fashion-mnist-lenet300/runs
+  gmp=$(ls -d $runs/gmp-s0.9-seed0-* | head -n 1)
+  static=$(ls -d $runs/static-s0.9-seed0-* | head -n 1)
+  $py -m analysis landscape "$gmp" "$static" --out results/fashion-mnist-lenet300/landscape \
+      --restart-from "$static" --restart-steps 3000
 fi
 if [[ $sweep == mnist-lenet300 || $sweep == all ]]; then
   out=results/mnist-lenet300-short
   $py -m benchmark run --preset mnist-lenet300-short --methods rigl,set,snfs,static,snip,gmp,dense \
       --sparsity 0.9,0.95,0.98 --seeds 3 --distribution erk --workers "$workers" --out $out
-  $py -m benchmark summarize --runs $out/runs.csv
+  report $out
 fi
 if [[ $sweep == fmnist-lenet5 || $sweep == all ]]; then
   out=results/fashion-mnist-lenet5
   $py -m benchmark run --preset fashion-mnist-lenet5 --methods rigl,set,static,snip,gmp,dense --sparsity 0.9,0.95 \
       --seeds 2 --distribution erk --workers "$workers" --out $out
-  $py -m benchmark summarize --runs $out/runs.csv
+  report $out
 fi
