@@ -1,4 +1,4 @@
-"""`python -m analysis {plot,table,landscape}`: figures, tables and loss landscapes from the results
+"""`python -m analysis {plot,table,claims,landscape}`: figures, tables and loss landscapes from the results
 the benchmark writes. Bad input ends with one `error: ...` line on stderr and exit code 2."""
 from __future__ import annotations
 
@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--out", default=DEFAULT_TABLES, help=f"folder for table.md and table.tex "
                                                              f"(default {DEFAULT_TABLES})")
     table.add_argument("--digits", type=int, default=2, help="decimals of accuracies (default 2)")
+
+    claims = sub.add_parser(
+        "claims", help="the paper's claims checked one by one (reproduced / not reproduced / inconclusive)",
+        description="Compare methods on a runs CSV (difference of mean test accuracy over seeds and its standard "
+                    "error; reproduced beyond two standard errors) and, with --landscape, the loss-landscape claims; "
+                    "print a Markdown table (one per dataset and model).")
+    _add_runs_flags(claims)
+    claims.add_argument("--landscape", default=None, metavar="DIR",
+                        help="a folder written by `python -m analysis landscape` (with restart/ if run)")
 
     land = sub.add_parser(
         "landscape", help="loss along the line and Bezier curves between two solutions; restart experiment",
@@ -211,7 +220,21 @@ def cmd_landscape(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"plot": cmd_plot, "table": cmd_table, "landscape": cmd_landscape}
+def cmd_claims(args: argparse.Namespace) -> int:
+    from .claims import check_landscape, check_runs, markdown
+    from .runs import groups, select
+
+    df, _ = _load(args)
+    for dataset, model in groups(df):
+        print(f"{dataset} / {model}\n")
+        print(markdown(check_runs(select(df, dataset, model))))
+    if args.landscape:
+        print("loss landscape\n")
+        print(markdown(check_landscape(args.landscape)))
+    return 0
+
+
+COMMANDS = {"plot": cmd_plot, "table": cmd_table, "claims": cmd_claims, "landscape": cmd_landscape}
 
 
 def main(argv: list[str] | None = None) -> int:

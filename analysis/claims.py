@@ -1,0 +1,156 @@
+"""The paper's claims checked one by one against a runs.csv (and a landscape folder).
+
+Each comparison is a difference of mean test accuracies over seeds with its standard error
+`sqrt(s_a^2 / n_a + s_b^2 / n_b)`; a claim that A beats B is *reproduced* when the difference
+exceeds two standard errors, *not reproduced* when it is below minus two, else *inconclusive*.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import read_landscape, read_restart
+
+
+@dataclass
+class Check:
+    claim: str
+    verdict: str
+    evidence: str
+
+
+def _cell(df: pd.DataFrame, method: str, sparsity: float, distribution: str = "erk",
+          multiplier: float = 1.0) -> pd.Series:
+    rows = df[(df.method == method) & (df.sparsity.round(6) == round(sparsity, 6))
+              & (df.distribution == distribution) & (df.multiplier == multiplier)]
+    return rows.test_accuracy
+
+
+def _compare(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    se = math.sqrt((a.var(ddof=1) if len(a) > 1 else 0.0) / len(a) + (b.var(ddof=1) if len(b) > 1 else 0.0) / len(b))
+    return a.mean() - b.mean(), se
+
+
+def _verdict(diffs: list[tuple[float, float]]) -> str:
+    if all(d > 2 * se for d, se in diffs):
+        return "reproduced"
+    if any(d < -2 * se for d, se in diffs):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _ordered(df: pd.DataFrame, better: str, worse: str, sparsities: list[float], **cell) -> tuple[str, str]:
+    diffs, parts = [], []
+    for s in sparsities:
+        a, b = _cell(df, better, s, **cell), _cell(df, worse, s, **cell)
+        if a.empty or b.empty:
+            continue
+        d, se = _compare(a, b)
+        diffs.append((d, se))
+        parts.append(f"{s:g}: {d:+.2f} ± {se:.2f}")
+    return (_verdict(diffs) if diffs else "not run"), "; ".join(parts)
+
+
+def check_runs(df: pd.DataFrame) -> list[Check]:
+    """The sweep claims of the paper on one (dataset, model) runs table."""
+    sparsities = sorted(s for s in df.sparsity.unique() if s > 0)
+    checks = []
+    for better, worse in (("rigl", "set"), ("set", "static"), ("rigl", "static")):
+        verdict, evidence = _ordered(df, better, worse, sparsities)
+        checks.append(Check(f"{better} >= {worse} at the same sparsity (ERK; accuracy difference ± s.e. per sparsity)",
+                            verdict, evidence))
+    diffs = [(_compare(_cell(df, "snip", s), _cell(df, "static", s))) for s in sparsities
+             if not _cell(df, "snip", s).empty and not _cell(df, "static", s).empty]
+    close = all(abs(d) <= max(2 * se, 0.5) for d, se in diffs)
+    checks.append(Check("snip close to static (abs. difference <= max(2 s.e., 0.5 points))",
+                        ("reproduced" if close else "not reproduced") if diffs else "not run",
+                        "; ".join(f"{s:g}: {d:+.2f} ± {se:.2f}" for s, (d, se) in zip(sparsities, diffs))))
+    for method in ("rigl", "static"):
+        parts, pairs = [], []
+        for s in sparsities:
+            erk, uni = _cell(df, method, s), _cell(df, method, s, "uniform")
+            if erk.empty or uni.empty:
+                continue
+            pairs.append(_compare(erk, uni))
+            f_erk = df[(df.method == method) & (df.sparsity == s) & (df.distribution == "erk")].train_flops_multiplier
+            f_uni = df[(df.method == method) & (df.sparsity == s) & (df.distribution == "uniform")].train_flops_multiplier
+            parts.append(f"{s:g}: {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f} at {f_erk.mean() / f_uni.mean():.2f}x the FLOPs")
+        checks.append(Check(f"ERK better than uniform for {method}, at higher training FLOPs",
+                            _verdict(pairs) if pairs else "not run", "; ".join(parts)))
+    parts, pairs = [], []
+    for s in sparsities:
+        two, one = _cell(df, "rigl", s, multiplier=2.0), _cell(df, "rigl", s)
+        if not two.empty and not one.empty:
+            pairs.append(_compare(two, one))
+            parts.append(f"{s:g}: {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f}")
+    checks.append(Check("rigl 2x better than rigl 1x", _verdict(pairs) if pairs else "not run", "; ".join(parts)))
+    parts, pairs = [], []
+    for s in sparsities:
+        g, r = _cell(df, "gmp", s), _cell(df, "rigl", s)
+        if g.empty or r.empty:
+            continue
+        pairs.append(_compare(g, r))
+        fg = df[(df.method == "gmp") & (df.sparsity == s)].train_flops_multiplier.mean()
+        fr = df[(df.method == "rigl") & (df.sparsity == s) & (df.distribution == "erk")
+                & (df.multiplier == 1)].train_flops_multiplier.mean()
+        parts.append(f"{s:g}: gmp - rigl {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f}, FLOPs {fg:.3f}x vs {fr:.3f}x")
+    strong = bool(pairs) and all(d > -2 * se for d, se in pairs)
+    checks.append(Check("gmp strong (not below rigl) but with higher training FLOPs",
+                        ("reproduced" if strong else "not reproduced") if pairs else "not run", "; ".join(parts)))
+    gaps = []
+    for s in sparsities:
+        r, st = _cell(df, "rigl", s), _cell(df, "static", s)
+        if not r.empty and not st.empty:
+            gaps.append((s, *_compare(r, st)))
+    if len(gaps) >= 2:
+        low, high = gaps[0], gaps[-1]
+        d = high[1] - low[1]
+        se = math.hypot(high[2], low[2])
+        verdict = _verdict([(d, se)])
+    else:
+        verdict, d, se = "not run", float("nan"), float("nan")
+    checks.append(Check("the rigl - static gap grows with sparsity", verdict,
+                        "; ".join(f"{s:g}: {g:+.2f}" for s, g, _ in gaps) + f" (change {d:+.2f} ± {se:.2f})"))
+    return checks
+
+
+def check_landscape(folder: str | Path) -> list[Check]:
+    """The loss-landscape claims: barriers on the linear and sparse paths, none on the dense path,
+    and RigL escaping the static solution (lower final training loss than static after the restart)."""
+    folder = Path(folder)
+    df = read_landscape(folder / "landscape.csv")
+    inside = df[(df.coefficient >= 0) & (df.coefficient <= 1)]
+    barriers = {}
+    for path, rows in inside.groupby("path"):
+        ends = rows.sort_values("coefficient").train_loss.iloc[[0, -1]]
+        barriers[path] = rows.train_loss.max() - ends.max()
+    text = ", ".join(f"{p} {b:.3f}" for p, b in barriers.items())
+    checks = []
+    if "linear" in barriers:
+        checks.append(Check("the linear path has a loss barrier (max loss above the worse end)",
+                            "reproduced" if barriers["linear"] > 0.05 else "not reproduced", f"barriers: {text}"))
+    if "bezier-sparse" in barriers and "bezier-dense" in barriers:
+        ok = barriers["bezier-sparse"] > 0.05 and barriers["bezier-dense"] <= 0.05
+        checks.append(Check("the sparse Bezier path shows a barrier, the dense one is nearly flat (<= 0.05)",
+                            "reproduced" if ok else "not reproduced", f"barriers: {text}"))
+    restart = next((p for p in (folder / "restart" / "restart.csv", folder / "restart.csv") if p.exists()), None)
+    if restart is not None:
+        r = read_restart(restart)
+        last = r.sort_values("step").groupby("method").train_loss.apply(lambda s: s.tail(max(1, len(s) // 10)).mean())
+        if {"rigl", "static"} <= set(last.index):
+            checks.append(Check("restarted from the static solution, rigl's training loss falls below static's",
+                                "reproduced" if last["rigl"] < last["static"] else "not reproduced",
+                                f"mean training loss over the last 10% of the restart: rigl {last['rigl']:.4f}, "
+                                f"static {last['static']:.4f}"))
+    return checks
+
+
+def markdown(checks: list[Check]) -> str:
+    """The checks as a Markdown table."""
+    lines = ["| claim | verdict | evidence (difference of mean test accuracy ± standard error, points) |",
+             "|---|---|---|"]
+    lines += [f"| {c.claim} | **{c.verdict}** | {c.evidence} |" for c in checks]
+    return "\n".join(lines) + "\n"
