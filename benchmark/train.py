@@ -455,6 +455,7 @@ def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: 
         summary = with_pretraining(summary, pretrain["flops"]["train_flops_per_sample"])
         lottery = {"pretrain_run": pretrain["run_id"], "rewind_step": cfg.rewind_step(step)}
     total_params = methods.parameter_count(sparsifier.model)
+    device = sparsifier.weights[0].device
     return {
         "run_id": cfg.run_id(),
         "test_accuracy": test_acc,
@@ -472,6 +473,7 @@ def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: 
         **lottery,
         "wall_time_s": state["elapsed"],
         "steps_per_s": step / state["elapsed"] if state["elapsed"] else None,
+        "peak_memory_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
         "commit": git_commit(),
         "torch": torch.__version__,
     }

@@ -236,3 +236,12 @@ def test_flops_extra_reports_left_out_operations_separately(capsys):
     assert extra["extra_forward_flops"]["relu"] == 24 * 24 * 20 + 8 * 8 * 50 + 500
     assert extra["extra_forward_flops"]["max_pool2d"] == 4 * (12 * 12 * 20 + 4 * 4 * 50)
     assert {k: v for k, v in extra.items() if k != "extra_forward_flops"} == plain  # never mixed in
+
+
+def test_gpu_check_runs_every_method_and_reports_exact_masks(capsys):
+    from benchmark.gpu_check import main as gpu_check
+
+    assert gpu_check(["--device", "cpu", "--models", "lenet-300-100", "--steps", "4", "--batch-size", "8",
+                      "--methods", "dense,static,rigl", "--no-amp"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[1] for r in rows] == ["dense", "static", "rigl"] and all(r[-1] == "True" for r in rows)
