@@ -129,3 +129,22 @@ def test_ray_retries_a_killed_run_which_resumes_from_its_checkpoint(ray_cluster,
     resumed = rows.set_index("run_id").loc[configs[0].run_id()]
     assert resumed.test_accuracy == uninterrupted["test_accuracy"]
     assert resumed.test_loss == uninterrupted["test_loss"]  # a resumed run ends bit-identical
+
+
+def test_torchrun_resumes_an_interrupted_run(tmp_path):
+    from benchmark.sweep import run_dir
+    from benchmark.train import RunInterrupted, train
+
+    cfg = preset_config("digits-lenet300", method="rigl", sparsity=0.8, epochs=10, gmp_every=3, device="cpu",
+                        log_every=10)
+    with pytest.raises(RunInterrupted):
+        train(cfg, run_dir(tmp_path, cfg), stop_after=100)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "benchmark",
+                           "run", *GRID, "--methods", "rigl", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = run_dir(tmp_path, cfg)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["steps"] == 280 and len(set(metrics["replica_fingerprints"])) == 1
+    assert list(pd.read_csv(folder / "log.csv").step) == list(range(10, 281, 10))  # resumed after step 100
