@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .distributions import DISTRIBUTIONS, check_sparsity, layer_counts
+from .distributions import DISTRIBUTIONS, check_sparsity, forced_dense, layer_counts
 from .schedules import ANNEALS
 
 SPARSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -460,10 +460,8 @@ class Sparsifier:
     def target_counts(self) -> list[int]:
         """Final active count per layer, from the distribution (or the given masks' counts)."""
         c = self.config
-        dense = {0} if (c.dense_first if c.dense_first is not None else c.distribution == "uniform") else set()
-        if c.dense_last:
-            dense.add(len(self.weights) - 1)
-        return layer_counts([w.shape for w in self.weights], c.sparsity, c.distribution, sorted(dense))
+        dense = forced_dense(len(self.weights), c.distribution, c.dense_first, c.dense_last)
+        return layer_counts([w.shape for w in self.weights], c.sparsity, c.distribution, dense)
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         """Masks at step 0; by default exactly `targets[i]` positions chosen uniformly at random."""

@@ -72,3 +72,14 @@ def layer_counts(
     for i in by_fraction[:remainder]:
         counts[i] += 1
     return counts
+
+
+def forced_dense(n_layers: int, distribution: str, dense_first: bool | None, dense_last: bool) -> list[int]:
+    """Indices of the layers kept dense: the first one when asked (by default under uniform only,
+    the paper's choice) and the last one when asked."""
+    dense = set()
+    if dense_first if dense_first is not None else distribution == "uniform":
+        dense.add(0)
+    if dense_last:
+        dense.add(n_layers - 1)
+    return sorted(dense)

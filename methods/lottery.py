@@ -8,12 +8,12 @@ The pipeline (dense run, rewind checkpoint, ticket, rewound start) lives in the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from .base import Batch, LayerFilter, Sparsifier, SparsityConfig, keyed_generator, sparse_layers, topk_mask
+from .base import Batch, LayerFilter, SparsityConfig, keyed_generator, sparse_layers, topk_mask
+from .distributions import forced_dense, layer_counts
 from .dynamic import RigL
 from .fixed import Static
 
@@ -24,8 +24,8 @@ def ticket_masks(model: nn.Module, trained: Mapping[str, torch.Tensor], config: 
     `trained` (a dense model's state_dict), exactly as many as `config`'s distribution gives the
     layer (the counts every method targets); ties broken by a keyed draw."""
     layers = sparse_layers(model, include)
-    # the base's own rule (distribution, dense first/last layer), read without building a sparsifier
-    counts = Sparsifier.target_counts(SimpleNamespace(config=config, weights=[w for _, w in layers]))
+    dense = forced_dense(len(layers), config.distribution, config.dense_first, config.dense_last)
+    counts = layer_counts([w.shape for _, w in layers], config.sparsity, config.distribution, dense)
     return {name: topk_mask(trained[f"{name}.weight"].abs(), k, keyed_generator(config.seed, 0, i, "lottery"))
             for i, ((name, _), k) in enumerate(zip(layers, counts))}
 

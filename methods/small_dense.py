@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .base import LayerFilter, sparse_layers
-from .distributions import layer_counts
+from .distributions import forced_dense, layer_counts
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -25,12 +25,8 @@ def sparse_parameter_count(
 ) -> int:
     """Active parameters of `model` sparsified this way: sparse-layer counts plus every other parameter."""
     weights = [w for _, w in sparse_layers(model, include)]
-    dense = set()
-    if dense_first if dense_first is not None else distribution == "uniform":
-        dense.add(0)
-    if dense_last:
-        dense.add(len(weights) - 1)
-    counts = layer_counts([w.shape for w in weights], sparsity, distribution, sorted(dense))
+    dense = forced_dense(len(weights), distribution, dense_first, dense_last)
+    counts = layer_counts([w.shape for w in weights], sparsity, distribution, dense)
     return parameter_count(model) - sum(w.numel() for w in weights) + sum(counts)
 
 
