@@ -226,8 +226,7 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
 
     width = 1.0
     if cfg.method == "small-dense":
-        width = cfg.width or methods.small_dense_width(build, cfg.sparsity, distribution=cfg.distribution,
-                                                       dense_first=cfg.dense_first, dense_last=cfg.dense_last)
+        width = cfg.width or methods.small_dense_width(build, cfg.sparsity_config())
     torch.manual_seed(cfg.seed)
     model = build(width).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     masks = None

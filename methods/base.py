@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .distributions import DISTRIBUTIONS, check_sparsity, forced_dense, layer_counts
+from .distributions import CUSTOM, DISTRIBUTIONS, check_sparsity, explicit_counts, forced_dense, layer_counts
 from .schedules import ANNEALS
 
 SPARSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -42,10 +42,13 @@ class SparsityConfig:
     """Hyper-parameters shared by all methods (each field is also a CLI flag of the harness)."""
 
     sparsity: float = _setting(0.9, "fraction of zeros over the sparse layers, in [0, 1)")
-    distribution: str = _setting("uniform", "how sparsity is split across layers: uniform, er or erk")
+    distribution: str = _setting("uniform", "how sparsity is split across layers: uniform, er, erk, or custom "
+                                            "(layer_sparsity gives each layer's)")
     dense_first: bool | None = _setting(None, "keep the first sparse layer dense (default: yes under uniform, no "
                                               "under er/erk, the paper's choice)")
     dense_last: bool = _setting(False, "keep the last sparse layer dense")
+    layer_sparsity: tuple[float, ...] = _setting((), "one sparsity per sparse layer, in order, for distribution "
+                                                     "custom (e.g. 0.98,0.882,0: the paper's MNIST LeNet-300-100)")
     seed: int = _setting(0, "seed of the model's init, the data order and every keyed random choice")
     delta_t: int = _setting(100, "steps between mask updates of dynamic methods")
     t_end: float = _setting(0.75, "fraction of training after which masks stop changing")
@@ -65,11 +68,24 @@ class SparsityConfig:
     deepr_l1: float = _setting(1e-5, "DeepR's L1 penalty on active magnitudes (Bellec et al.'s MNIST script)")
     deepr_temperature: float = _setting(2.5e-11, "DeepR's temperature T: noise sqrt(2 lr T) per step")
 
+    def layer_counts(self, shapes: list[tuple[int, ...]]) -> list[int]:
+        """Active-weight count of each sparse layer of these weight shapes: `layer_sparsity`'s under
+        distribution custom, else `sparsity` split by the distribution (with the forced-dense layers)."""
+        if self.distribution == CUSTOM:
+            return explicit_counts(shapes, self.layer_sparsity)
+        dense = forced_dense(len(shapes), self.distribution, self.dense_first, self.dense_last)
+        return layer_counts(shapes, self.sparsity, self.distribution, dense)
+
     def validate(self) -> None:
         """Raise a ValueError naming the fix for any field out of range."""
         check_sparsity(self.sparsity)
+        for s in self.layer_sparsity:
+            check_sparsity(s)
         checks = [
-            (self.distribution in DISTRIBUTIONS, f"distribution must be one of {', '.join(DISTRIBUTIONS)}", "distribution"),
+            (self.distribution in (*DISTRIBUTIONS, CUSTOM),
+             f"distribution must be one of {', '.join((*DISTRIBUTIONS, CUSTOM))}", "distribution"),
+            ((self.distribution == CUSTOM) == bool(self.layer_sparsity),
+             "distribution custom goes with layer_sparsity (one sparsity per layer) and only with it", "distribution"),
             (self.anneal in ANNEALS, f"anneal must be one of {', '.join(ANNEALS)}", "anneal"),
             (self.delta_t >= 1, "delta_t must be a positive number of steps", "delta_t"),
             (0 < self.t_end <= 1, "t_end must be a fraction of training in (0, 1]", "t_end"),
@@ -459,9 +475,7 @@ class Sparsifier:
 
     def target_counts(self) -> list[int]:
         """Final active count per layer, from the distribution (or the given masks' counts)."""
-        c = self.config
-        dense = forced_dense(len(self.weights), c.distribution, c.dense_first, c.dense_last)
-        return layer_counts([w.shape for w in self.weights], c.sparsity, c.distribution, dense)
+        return self.config.layer_counts([w.shape for w in self.weights])
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         """Masks at step 0; by default exactly `targets[i]` positions chosen uniformly at random."""

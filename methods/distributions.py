@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 
 DISTRIBUTIONS = ("uniform", "er", "erk")
+CUSTOM = "custom"  # one sparsity per layer given explicitly (`explicit_counts`)
 
 
 def check_sparsity(sparsity: float) -> float:
@@ -72,6 +73,15 @@ def layer_counts(
     for i in by_fraction[:remainder]:
         counts[i] += 1
     return counts
+
+
+def explicit_counts(shapes: Sequence[Sequence[int]], layer_sparsity: Sequence[float]) -> list[int]:
+    """Active-weight count of each layer from one sparsity per layer: `round((1 - s_l) * N_l)`
+    (the paper's MNIST LeNet-300-100 uses 0.98, 0.882 and a dense output layer)."""
+    if len(layer_sparsity) != len(shapes):
+        raise ValueError(f"layer_sparsity has {len(layer_sparsity)} value(s) but the model has {len(shapes)} sparse "
+                         f"layer(s); pass one sparsity per layer, in order (e.g. 0.98,0.882,0 for LeNet-300-100)")
+    return [round((1 - check_sparsity(s)) * math.prod(shape)) for s, shape in zip(layer_sparsity, shapes)]
 
 
 def forced_dense(n_layers: int, distribution: str, dense_first: bool | None, dense_last: bool) -> list[int]:

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from .base import Batch, LayerFilter, SparsityConfig, keyed_generator, sparse_layers, topk_mask
-from .distributions import forced_dense, layer_counts
 from .dynamic import RigL
 from .fixed import Static
 
@@ -24,8 +23,7 @@ def ticket_masks(model: nn.Module, trained: Mapping[str, torch.Tensor], config: 
     `trained` (a dense model's state_dict), exactly as many as `config`'s distribution gives the
     layer (the counts every method targets); ties broken by a keyed draw."""
     layers = sparse_layers(model, include)
-    dense = forced_dense(len(layers), config.distribution, config.dense_first, config.dense_last)
-    counts = layer_counts([w.shape for _, w in layers], config.sparsity, config.distribution, dense)
+    counts = config.layer_counts([w.shape for _, w in layers])
     return {name: topk_mask(trained[f"{name}.weight"].abs(), k, keyed_generator(config.seed, 0, i, "lottery"))
             for i, ((name, _), k) in enumerate(zip(layers, counts))}
 

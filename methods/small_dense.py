@@ -6,8 +6,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .base import LayerFilter, sparse_layers
-from .distributions import forced_dense, layer_counts
+from .base import LayerFilter, SparsityConfig, sparse_layers
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -15,30 +14,23 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def sparse_parameter_count(
-    model: nn.Module,
-    sparsity: float,
-    distribution: str = "uniform",
-    dense_first: bool | None = None,
-    dense_last: bool = False,
-    include: LayerFilter | None = None,
-) -> int:
-    """Active parameters of `model` sparsified this way: sparse-layer counts plus every other parameter."""
+def sparse_parameter_count(model: nn.Module, config: SparsityConfig, include: LayerFilter | None = None) -> int:
+    """Active parameters of `model` sparsified as `config` says: sparse-layer counts plus every other parameter."""
     weights = [w for _, w in sparse_layers(model, include)]
-    dense = forced_dense(len(weights), distribution, dense_first, dense_last)
-    counts = layer_counts([w.shape for w in weights], sparsity, distribution, dense)
+    counts = config.layer_counts([w.shape for w in weights])
     return parameter_count(model) - sum(w.numel() for w in weights) + sum(counts)
 
 
-def small_dense_width(build: Callable[[float], nn.Module], sparsity: float, **sparse_options) -> float:
-    """Width multiplier whose dense model's parameter count is closest to the sparse model's active count.
+def small_dense_width(build: Callable[[float], nn.Module], config: SparsityConfig,
+                      include: LayerFilter | None = None) -> float:
+    """Width multiplier whose dense model's parameter count is closest to the active count of the
+    model sparsified as `config` says.
 
-    `build(width)` returns the model at that width (width 1 is the sparse model's own);
-    `sparse_options` are those of `sparse_parameter_count`. Models are built on the meta
-    device, so no memory is allocated.
+    `build(width)` returns the model at that width (width 1 is the sparse model's own). Models
+    are built on the meta device, so no memory is allocated.
     """
     with torch.device("meta"):
-        target = sparse_parameter_count(build(1.0), sparsity, **sparse_options)
+        target = sparse_parameter_count(build(1.0), config, include)
 
         def size(width: float) -> int:
             return parameter_count(build(width))

@@ -70,9 +70,10 @@ def test_small_dense_width_matches_the_sparse_parameter_count():
         h1, h2 = max(1, round(300 * width)), max(1, round(100 * width))
         return nn.Sequential(nn.Linear(784, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, 10))
 
-    target = methods.sparse_parameter_count(build(1.0), 0.9, "erk")
+    config = methods.SparsityConfig(sparsity=0.9, distribution="erk")
+    target = methods.sparse_parameter_count(build(1.0), config)
     assert target == round(0.1 * 266200) + 410  # active weights plus the dense biases
-    width = methods.small_dense_width(build, 0.9, distribution="erk")
+    width = methods.small_dense_width(build, config)
     best = min(abs(methods.parameter_count(build(h / 300)) - target) for h in range(1, 301))
     assert abs(methods.parameter_count(build(width)) - target) == best
     assert 0.05 < width < 0.15

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from methods import layer_counts
+from methods import SparsityConfig, layer_counts
+from methods.distributions import explicit_counts
 
 MLP = [(20, 10), (20, 20), (5, 20)]  # sizes 200, 400, 100
 
@@ -69,3 +70,21 @@ def test_bad_sparsity_names_the_fix(sparsity):
 def test_unknown_distribution_lists_known_ones():
     with pytest.raises(ValueError, match="known distributions: uniform, er, erk"):
         layer_counts(MLP, 0.5, "gaussian")
+
+
+def test_explicit_layer_sparsities_round_each_layer_and_reject_a_wrong_length():
+    lenet = [(300, 784), (100, 300), (10, 100)]  # the paper's MNIST LeNet-300-100 at 0.98, 0.882, dense
+    assert explicit_counts(lenet, (0.98, 0.882, 0.0)) == [4704, 3540, 1000]
+    assert SparsityConfig(distribution="custom", layer_sparsity=(0.98, 0.882, 0.0)).layer_counts(lenet) == [
+        4704, 3540, 1000]
+    with pytest.raises(ValueError, match=r"has 2 value\(s\) but the model has 3 sparse layer\(s\); pass one"):
+        explicit_counts(lenet, (0.98, 0.882))
+    with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
+        SparsityConfig(distribution="custom", layer_sparsity=(0.98, 1.0, 0.0)).validate()
+
+
+@pytest.mark.parametrize("config", [SparsityConfig(distribution="custom"),
+                                    SparsityConfig(distribution="erk", layer_sparsity=(0.5, 0.5, 0.5))])
+def test_custom_distribution_and_layer_sparsity_go_together(config):
+    with pytest.raises(ValueError, match="distribution custom goes with layer_sparsity"):
+        config.validate()

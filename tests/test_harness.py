@@ -87,6 +87,7 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
     (["--seeds", "0,x"], "--seeds takes a count (3) or a comma list (0,1,2)"),
     (["--out", "/proc/forbidden"], "--out /proc/forbidden is not writable"),
     (["--distribution", "gauss"], "distribution must be one of uniform, er, erk"),
+    (["--layer-sparsity", "0.9,0.9"], "layer_sparsity has 2 value(s) but the model has 3 sparse layer(s)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     argv = ["run", *QUICK, "--methods", "static", "--out", str(tmp_path / "out"), *args]
@@ -192,6 +193,21 @@ def test_init_from_restarts_from_another_runs_weights_and_masks(tmp_path):
     assert log.train_loss.iloc[0] < source_log.train_loss.iloc[0] / 2
     assert log.train_loss.iloc[0] < 1.5 * source_log.train_loss.iloc[-1]
     assert metrics["layer_density"] == {k: int(v.sum()) / v.numel() for k, v in source["sparsifier"]["masks"].items()}
+
+
+def test_layer_sparsity_gives_every_method_exact_per_layer_counts(tmp_path, capsys):
+    sparse = ["static", "snip", "gmp", "set", "snfs", "rigl"]
+    code, _, _ = run_cli(capsys, "run", *QUICK, "--methods", ",".join([*sparse, "small-dense"]),
+                         "--layer-sparsity", "0.95,0.8,0", "--out", str(tmp_path))
+    assert code == 0
+    df = read_runs(tmp_path / "runs.csv").set_index("method")
+    # digits LeNet-300-100: 64x300, 300x100, 100x10 weights; 960 + 6000 + 1000 of 50200 stay active
+    assert (df.sparsity == round(1 - 7960 / 50200, 4)).all()
+    assert (df.loc[sparse].distribution == "custom").all() and (df.loc[sparse].run_id.str.contains("-s0.8414-")).all()
+    for method in sparse:
+        masks = torch.load(tmp_path / "runs" / df.run_id[method] / "checkpoint.pt", weights_only=False)["sparsifier"]["masks"]
+        assert [int(m.sum()) for m in masks.values()] == [960, 6000, 1000], method
+    assert df.active_params["small-dense"] == pytest.approx(7960 + 410, rel=0.02)  # parameter-matched width
 
 
 def test_list_names_presets_models_and_methods(capsys):
