@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.results import diverged
+
 from .runs import read_landscape, read_restart
 
 
@@ -56,6 +58,7 @@ def _ordered(df: pd.DataFrame, better: str, worse: str, sparsities: list[float],
 
 def check_runs(df: pd.DataFrame) -> list[Check]:
     """The sweep claims of the paper on one (dataset, model) runs table."""
+    df = df[~diverged(df)]
     sparsities = sorted(s for s in df.sparsity.unique() if s > 0)
     checks = []
     for better, worse in (("rigl", "set"), ("set", "static"), ("rigl", "static")):

@@ -25,6 +25,7 @@ class TableCell:
     seeds: int
     train_flops: float
     inference_flops: float
+    diverged: int = 0  # seeds left out of mean and std because their loss went NaN
     best: bool = False
 
 
@@ -50,7 +51,7 @@ def _blocks(runs: pd.DataFrame, metric: str, digits: int) -> list[_Block]:
         for r in g.itertuples():
             key = (r.method, r.distribution, float(r.multiplier))
             cell = TableCell(r.test_accuracy_mean, r.test_accuracy_std, int(r.seeds), r.train_flops_multiplier,
-                             r.inference_flops_multiplier)
+                             r.inference_flops_multiplier, int(r.diverged))
             # dense does not depend on sparsity: the same cell in every sparsity block
             for level in (levels if r.method == "dense" else [round(float(r.sparsity), 6)]):
                 cells[(key, level)] = cell
@@ -86,6 +87,8 @@ def _accuracy(c: TableCell, digits: int, pm: str) -> str:
     text = f"{c.mean:.{digits}f}"
     if not pd.isna(c.std):
         text += f"{pm}{c.std:.{digits}f}"
+    if c.diverged:
+        text += f" ({c.seeds} seed{'s' if c.seeds != 1 else ''}; {c.diverged} diverged)"
     return text
 
 

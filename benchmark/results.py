@@ -97,12 +97,22 @@ def finished_ids(path: Path) -> set[str]:
     return set(read_runs(path)["run_id"]) if Path(path).exists() else set()
 
 
+def diverged(df: pd.DataFrame) -> pd.Series:
+    """Rows of runs that diverged: their final test loss is not finite (NaN or inf)."""
+    if "test_loss" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return ~pd.to_numeric(df["test_loss"], errors="coerce").abs().lt(float("inf"))
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of accuracy and FLOP multipliers per (dataset, model, method, distribution,
-    sparsity, multiplier)."""
+    sparsity, multiplier). Diverged runs are left out of the accuracy and counted in `diverged`."""
     groups = [c for c in GROUP_COLUMNS if c in df.columns]
+    bad = diverged(df)
+    df = df.assign(test_accuracy=df["test_accuracy"].where(~bad), diverged=bad)
     agg = df.groupby(groups, dropna=False).agg(
-        seeds=("seed", "nunique"),
+        seeds=("test_accuracy", "count"),
+        diverged=("diverged", "sum"),
         test_accuracy_mean=("test_accuracy", "mean"),
         test_accuracy_std=("test_accuracy", "std"),
         train_flops_multiplier=("train_flops_multiplier", "mean"),
@@ -120,8 +130,12 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         std = "" if pd.isna(r.test_accuracy_std) else f" ± {r.test_accuracy_std:.2f}"
         lines.append(f"| {r.dataset} | {r.model} | {r.method} | {r.distribution} | {r.sparsity:g} | {r.multiplier:g} "
                      f"| {r.test_accuracy_mean:.2f}{std} | {r.train_flops_multiplier:.3f}x "
-                     f"| {r.inference_flops_multiplier:.3f}x | {r.seeds} |")
+                     f"| {r.inference_flops_multiplier:.3f}x | {r.seeds}{_diverged_text(r.diverged)} |")
     return "\n".join(lines) + "\n"
+
+
+def _diverged_text(count: int) -> str:
+    return f" (+{count} diverged)" if count else ""
 
 
 def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:

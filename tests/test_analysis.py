@@ -263,6 +263,20 @@ def test_markdown_table_has_mean_std_flops_and_bold_best(runs):
     assert not dense[3].startswith("**")  # the dense reference is never bold
 
 
+def test_diverged_runs_are_left_out_of_means_and_named(runs):
+    snip = runs[(runs.method == "snip") & np.isclose(runs.sparsity, 0.8)]
+    broken = runs.copy()
+    first = snip.index[0]
+    broken.loc[first, ["test_accuracy", "test_loss"]] = [9.8, float("nan")]  # a run whose loss went NaN
+    rest = snip.test_accuracy.drop(first)
+    cell = tables.accuracy_table(broken).query("method == 'snip' and sparsity == 0.8").iloc[0]
+    assert (cell.seeds, cell.diverged) == (len(snip) - 1, 1)
+    assert len(rest) == 1 and cell["mean"] == rest.iloc[0] and np.isnan(cell["std"])  # the fixture has 2 seeds
+    assert f"| {rest.iloc[0]:.2f} (1 seed; 1 diverged) |" in tables.markdown_table(broken)
+    summary = analysis.summary(broken).query("method == 'snip' and sparsity == 0.8").iloc[0]
+    assert (summary.seeds, summary.diverged) == (len(snip) - 1, 1)
+
+
 def test_latex_table_uses_booktabs(runs):
     tex = tables.latex_table(runs)
     for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){4-6}", r"\begin{tabular}{lllrrrrrr}"):
