@@ -162,7 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _check_writable(out)
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
-    say(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, sparsity {args.sparsity}, "
+    sparsity = (f"layer sparsity {','.join(f'{v:g}' for v in configs[0].layer_sparsity)}"
+                if configs[0].layer_sparsity else f"sparsity {args.sparsity}")
+    say(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, {sparsity}, "
         f"seeds {args.seeds}; results in {out}/runs.csv"
         + (f"; data-parallel over {replicas.world_size} processes" if replicas.parallel else ""))
     run_sweep(configs, out, args.workers, say, executor=args.executor, ray_address=args.ray_address,
