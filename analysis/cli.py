@@ -3,6 +3,7 @@ the benchmark writes. Bad input ends with one `error: ...` line on stderr and ex
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "on dashed lines labelled [paper]")
     plot.add_argument("--paper-csv", default=None, metavar="CSV",
                       help="a different table of reference numbers in the paper-results.csv format")
+    plot.add_argument("--landscape", default=None, metavar="DIR",
+                      help="also redraw DIR's loss-landscape figure (landscape.<format>) from its landscape.csv, "
+                           "landscape.json and restart/restart.csv, without training anything")
 
     table = sub.add_parser(
         "table", help="mean ± std per method, distribution, multiplier and sparsity (Markdown and LaTeX)",
@@ -154,12 +158,31 @@ def cmd_plot(args: argparse.Namespace) -> int:
     paper = load_paper(args.paper_csv) if args.paper_csv else (True if args.paper else None)
     written = plots.make_figures(df, folders, args.out, formats, paper, figures, args.metric,
                                  report=lambda m: print(m, file=sys.stderr))
+    if args.landscape:
+        written += _landscape_figure(Path(args.landscape), Path(args.out), formats)
     if not written:
         raise ValueError("no figure could be drawn from these runs (see the notes above)")
     for path in written:
         print(path)
     print(f"{len(written)} file(s) in {args.out}", file=sys.stderr)
     return 0
+
+
+def _landscape_figure(folder: Path, out: Path, formats: list[str]) -> list[Path]:
+    """The landscape figure of a `python -m analysis landscape` folder, from its saved tables."""
+    from . import plots, style
+    from .runs import read_landscape, read_restart
+
+    try:
+        labels = json.loads((folder / "landscape.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{folder / 'landscape.json'} is missing or not JSON ({err}); pass the folder written by "
+                         "`python -m analysis landscape`") from None
+    restart_csv = folder / "restart" / "restart.csv"
+    restart = read_restart(restart_csv) if restart_csv.exists() else None
+    endpoints = (labels["start_label"].split()[0], labels["end_label"].split()[0])
+    fig = plots.loss_landscape(read_landscape(folder / "landscape.csv"), restart, endpoints=endpoints)
+    return style.save_figure(fig, out, "landscape", formats)
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -178,7 +201,6 @@ def cmd_landscape(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import json
 
     from benchmark.data import DATASETS
 
