@@ -106,10 +106,11 @@ def diverged(df: pd.DataFrame) -> pd.Series:
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of accuracy and FLOP multipliers per (dataset, model, method, distribution,
-    sparsity, multiplier). Diverged runs are left out of the accuracy and counted in `diverged`."""
+    sparsity, multiplier). Diverged runs are left out of the means and counted in `diverged`."""
     groups = [c for c in GROUP_COLUMNS if c in df.columns]
     bad = diverged(df)
-    df = df.assign(test_accuracy=df["test_accuracy"].where(~bad), diverged=bad)
+    kept = ["test_accuracy", "train_flops_multiplier", "inference_flops_multiplier"]
+    df = df.assign(**{c: df[c].where(~bad) for c in kept if c in df.columns}, diverged=bad)
     agg = df.groupby(groups, dropna=False).agg(
         seeds=("test_accuracy", "count"),
         diverged=("diverged", "sum"),
@@ -128,9 +129,10 @@ def summary_markdown(summary: pd.DataFrame) -> str:
              "inference FLOPs | seeds |", "|" + "---|" * 10]
     for r in summary.itertuples():
         std = "" if pd.isna(r.test_accuracy_std) else f" ± {r.test_accuracy_std:.2f}"
+        accuracy, train, inference = ("–", "–", "–") if not r.seeds else (
+            f"{r.test_accuracy_mean:.2f}{std}", f"{r.train_flops_multiplier:.3f}x", f"{r.inference_flops_multiplier:.3f}x")
         lines.append(f"| {r.dataset} | {r.model} | {r.method} | {r.distribution} | {r.sparsity:g} | {r.multiplier:g} "
-                     f"| {r.test_accuracy_mean:.2f}{std} | {r.train_flops_multiplier:.3f}x "
-                     f"| {r.inference_flops_multiplier:.3f}x | {r.seeds}{_diverged_text(r.diverged)} |")
+                     f"| {accuracy} | {train} | {inference} | {r.seeds}{_diverged_text(r.diverged)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import dataclasses
 import itertools
+import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -142,7 +143,9 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
             bar.update()
             say(f"done {row['run_id']}: test accuracy {row['test_accuracy']:.2f}%, train FLOPs "
                 f"{row['train_flops_multiplier']:.3f}x, inference FLOPs {row['inference_flops_multiplier']:.3f}x, "
-                f"{row['wall_time_s']:.0f}s")
+                f"{row['wall_time_s']:.0f}s" + ("" if math.isfinite(row["test_loss"]) else
+                                                f"; diverged (training loss not finite) and stopped after step "
+                                                f"{row['steps']}: a lower --lr may help"))
     return rows
 
 

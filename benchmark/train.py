@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -373,8 +374,9 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     loss_sum = torch.tensor(state["loss_sum"], device=device)
     correct = torch.tensor(state["correct"], device=device)
     started = time.perf_counter() - state["elapsed"]
+    end = state["step"] if state.get("diverged_at") else total  # a diverged run stays stopped on resume
     with _StopFlag() as stop:
-        for t in range(state["step"], total):
+        for t in range(state["step"], end):
             if t == rewind_at and main:
                 save_atomic(model.state_dict(), run_dir / "rewind.pt")
             x, y = map(replicas.shard, next(batches))
@@ -402,23 +404,30 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
             if logged:
                 totals = replicas.all_sum(torch.stack([loss_sum, correct.float(),
                                                        torch.tensor(float(state["seen"]), device=device)]))
+                train_loss = totals[0].item() / totals[2].item()
                 logs["log"].append(dict(
                     step=step, epoch=round(step / epoch_steps, 4), lr=scheduler.get_last_lr()[0],
-                    train_loss=totals[0].item() / totals[2].item(), train_accuracy=100 * totals[1].item() / totals[2].item(),
+                    train_loss=train_loss, train_accuracy=100 * totals[1].item() / totals[2].item(),
                     density=sparsifier.global_density(), train_flops=flops.total * cfg.batch_size,
                     wall_time_s=round(state["elapsed"], 3)))
                 loss_sum.zero_()
                 correct.zero_()
                 state["seen"] = 0
-            if step % eval_every == 0 or step == total:
+            # A non-finite training loss will not recover: evaluate, save and stop the run there.
+            diverged = logged and not math.isfinite(train_loss)
+            if diverged:
+                state["diverged_at"] = step
+            if step % eval_every == 0 or step == total or diverged:
                 run_eval(step)
             if progress:
                 progress(step, total)
             # Under torchrun all ranks must stop at the same step: they agree at log steps.
             interrupted = step == stop_after or ((logged or not replicas.parallel) and replicas.any(stop.set, device))
-            if step % checkpoint_every == 0 or step == total or interrupted:
+            if step % checkpoint_every == 0 or step == total or interrupted or diverged:
                 state["loss_sum"], state["correct"] = loss_sum.item(), correct.item()
                 save()
+            if diverged:
+                break
             if interrupted and step < total:
                 raise RunInterrupted(f"stopped after step {step} of {total}; checkpoint saved in {run_dir}")
 
@@ -463,6 +472,7 @@ def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: 
         "val_accuracy": val_acc,
         "val_loss": val_loss,
         "steps": step,
+        "diverged_at_step": state.get("diverged_at"),
         "width": width,
         "global_density": sparsifier.global_density(),
         "layer_density": sparsifier.densities(),

@@ -52,8 +52,8 @@ if [[ $sweep == mnist-lenet300 || $sweep == all ]]; then
 fi
 if [[ $sweep == mnist-lenet300-full || $sweep == all ]]; then  # the paper's 200-epoch protocol: ~6 CPU-min per run
   out=results/mnist-lenet300
-  $py -m benchmark run --preset mnist-lenet300 --methods rigl,static --layer-sparsity $PAPER_MNIST_LAYERS \
-      --seeds 3 --workers "$workers" --out $out
+  $py -m benchmark run --preset mnist-lenet300 --methods rigl,static,set,snip,snfs,gmp,dense \
+      --layer-sparsity $PAPER_MNIST_LAYERS --seeds 3 --workers "$workers" --out $out
   report $out
 fi
 if [[ $sweep == fmnist-lenet5 || $sweep == all ]]; then

@@ -210,6 +210,21 @@ def test_layer_sparsity_gives_every_method_exact_per_layer_counts(tmp_path, caps
     assert df.active_params["small-dense"] == pytest.approx(7960 + 410, rel=0.02)  # parameter-matched width
 
 
+def test_a_diverging_run_stops_at_the_first_nan_log_step_and_is_flagged(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "run", *QUICK, "--methods", "rigl", "--lr", "1000", "--out", str(tmp_path))
+    assert code == 0
+    row = read_runs(tmp_path / "runs.csv").iloc[0]
+    assert row.steps == 5 and pd.isna(row.test_loss)  # the first log step (log_every 5) of the 56 planned
+    run = tmp_path / "runs" / row.run_id
+    assert json.loads((run / "metrics.json").read_text())["diverged_at_step"] == 5
+    assert list(pd.read_csv(run / "log.csv").step) == [5] and list(pd.read_csv(run / "evals.csv").step) == [5]
+    assert "diverged (training loss not finite) and stopped after step 5: a lower --lr may help" in out
+    assert "| – | – | – | 0 (+1 diverged) |" in out
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["state"]["diverged_at"] == 5
+    assert train(preset_config("digits-lenet300", method="rigl", lr=1000.0, epochs=2, log_every=5,
+                               checkpoint_every=20), run)["steps"] == 5  # resuming does not train on
+
+
 def test_list_names_presets_models_and_methods(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
