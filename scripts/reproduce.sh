@@ -52,7 +52,7 @@ if [[ $sweep == mnist-lenet300 || $sweep == all ]]; then
 fi
 if [[ $sweep == mnist-lenet300-full || $sweep == all ]]; then  # the paper's 200-epoch protocol: ~6 CPU-min per run
   out=results/mnist-lenet300
-  $py -m benchmark run --preset mnist-lenet300 --methods rigl,static,set,snip,snfs,gmp,dense \
+  $py -m benchmark run --preset mnist-lenet300 --methods rigl,static,set,dense \
       --layer-sparsity $PAPER_MNIST_LAYERS --seeds 3 --workers "$workers" --out $out
   report $out
 fi
