@@ -44,36 +44,57 @@ def _verdict(diffs: list[tuple[float, float]]) -> str:
     return "inconclusive"
 
 
-def _ordered(df: pd.DataFrame, better: str, worse: str, sparsities: list[float], **cell) -> tuple[str, str]:
+Level = tuple[float, str]  # (sparsity, distribution) at which methods are compared
+
+
+def _levels(df: pd.DataFrame) -> list[Level]:
+    """The sparsities compared, each with its distribution: ERK where the sweep ran it, else the
+    sweep's own non-uniform one (custom layer sparsities, ER)."""
+    sparse = df[df.sparsity > 0]
+    levels = []
+    for s in sorted(sparse.sparsity.unique()):
+        here = set(sparse[sparse.sparsity == s].distribution) - {"uniform", "none"}
+        if here:
+            levels.append((s, "erk" if "erk" in here else sorted(here)[0]))
+    return levels
+
+
+def _name(level: Level) -> str:
+    s, distribution = level
+    return f"{s:g}" if distribution == "erk" else f"{s:g} ({distribution})"
+
+
+def _ordered(df: pd.DataFrame, better: str, worse: str, levels: list[Level]) -> tuple[str, str]:
     diffs, parts = [], []
-    for s in sparsities:
-        a, b = _cell(df, better, s, **cell), _cell(df, worse, s, **cell)
+    for level in levels:
+        a, b = _cell(df, better, *level), _cell(df, worse, *level)
         if a.empty or b.empty:
             continue
         d, se = _compare(a, b)
         diffs.append((d, se))
-        parts.append(f"{s:g}: {d:+.2f} ± {se:.2f}")
+        parts.append(f"{_name(level)}: {d:+.2f} ± {se:.2f}")
     return (_verdict(diffs) if diffs else "not run"), "; ".join(parts)
 
 
 def check_runs(df: pd.DataFrame) -> list[Check]:
     """The sweep claims of the paper on one (dataset, model) runs table."""
     df = df[~diverged(df)]
-    sparsities = sorted(s for s in df.sparsity.unique() if s > 0)
+    levels = _levels(df)
     checks = []
     for better, worse in (("rigl", "set"), ("set", "static"), ("rigl", "static")):
-        verdict, evidence = _ordered(df, better, worse, sparsities)
-        checks.append(Check(f"{better} >= {worse} at the same sparsity (ERK; accuracy difference ± s.e. per sparsity)",
+        verdict, evidence = _ordered(df, better, worse, levels)
+        checks.append(Check(f"{better} >= {worse} at the same sparsity (ERK unless marked; accuracy difference ± s.e. per sparsity)",
                             verdict, evidence))
-    diffs = [(_compare(_cell(df, "snip", s), _cell(df, "static", s))) for s in sparsities
-             if not _cell(df, "snip", s).empty and not _cell(df, "static", s).empty]
-    close = all(abs(d) <= max(2 * se, 0.5) for d, se in diffs)
+    snip = [(level, _compare(_cell(df, "snip", *level), _cell(df, "static", *level))) for level in levels
+            if not _cell(df, "snip", *level).empty and not _cell(df, "static", *level).empty]
+    close = all(abs(d) <= max(2 * se, 0.5) for _, (d, se) in snip)
     checks.append(Check("snip close to static (abs. difference <= max(2 s.e., 0.5 points))",
-                        ("reproduced" if close else "not reproduced") if diffs else "not run",
-                        "; ".join(f"{s:g}: {d:+.2f} ± {se:.2f}" for s, (d, se) in zip(sparsities, diffs))))
+                        ("reproduced" if close else "not reproduced") if snip else "not run",
+                        "; ".join(f"{_name(level)}: {d:+.2f} ± {se:.2f}" for level, (d, se) in snip)))
+    erk_levels = [level for level in levels if level[1] == "erk"]
     for method in ("rigl", "static"):
         parts, pairs = [], []
-        for s in sparsities:
+        for s, _ in erk_levels:
             erk, uni = _cell(df, method, s), _cell(df, method, s, "uniform")
             if erk.empty or uni.empty:
                 continue
@@ -85,30 +106,32 @@ def check_runs(df: pd.DataFrame) -> list[Check]:
         checks.append(Check(f"ERK better than uniform for {method}, at higher training FLOPs",
                             _verdict(pairs) if pairs else "not run", "; ".join(parts)))
     parts, pairs = [], []
-    for s in sparsities:
-        two, one = _cell(df, "rigl", s, multiplier=2.0), _cell(df, "rigl", s)
+    for level in levels:
+        two, one = _cell(df, "rigl", *level, multiplier=2.0), _cell(df, "rigl", *level)
         if not two.empty and not one.empty:
             pairs.append(_compare(two, one))
-            parts.append(f"{s:g}: {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f}")
+            parts.append(f"{_name(level)}: {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f}")
     checks.append(Check("rigl 2x better than rigl 1x", _verdict(pairs) if pairs else "not run", "; ".join(parts)))
     parts, pairs = [], []
-    for s in sparsities:
-        g, r = _cell(df, "gmp", s), _cell(df, "rigl", s)
+    for level in levels:
+        g, r = _cell(df, "gmp", *level), _cell(df, "rigl", *level)
         if g.empty or r.empty:
             continue
         pairs.append(_compare(g, r))
-        fg = df[(df.method == "gmp") & (df.sparsity == s)].train_flops_multiplier.mean()
-        fr = df[(df.method == "rigl") & (df.sparsity == s) & (df.distribution == "erk")
-                & (df.multiplier == 1)].train_flops_multiplier.mean()
-        parts.append(f"{s:g}: gmp - rigl {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f}, FLOPs {fg:.3f}x vs {fr:.3f}x")
+        s, distribution = level
+        at = (df.sparsity == s) & (df.distribution == distribution) & (df.multiplier == 1)
+        fg = df[at & (df.method == "gmp")].train_flops_multiplier.mean()
+        fr = df[at & (df.method == "rigl")].train_flops_multiplier.mean()
+        parts.append(f"{_name(level)}: gmp - rigl {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f}, FLOPs {fg:.3f}x vs "
+                     f"{fr:.3f}x")
     strong = bool(pairs) and all(d > -2 * se for d, se in pairs)
     checks.append(Check("gmp strong (not below rigl) but with higher training FLOPs",
                         ("reproduced" if strong else "not reproduced") if pairs else "not run", "; ".join(parts)))
     gaps = []
-    for s in sparsities:
-        r, st = _cell(df, "rigl", s), _cell(df, "static", s)
+    for level in erk_levels if len(erk_levels) >= 2 else levels:  # one distribution's trend where there is one
+        r, st = _cell(df, "rigl", *level), _cell(df, "static", *level)
         if not r.empty and not st.empty:
-            gaps.append((s, *_compare(r, st)))
+            gaps.append((level, *_compare(r, st)))
     if len(gaps) >= 2:
         low, high = gaps[0], gaps[-1]
         d = high[1] - low[1]
@@ -117,7 +140,7 @@ def check_runs(df: pd.DataFrame) -> list[Check]:
     else:
         verdict, d, se = "not run", float("nan"), float("nan")
     checks.append(Check("the rigl - static gap grows with sparsity", verdict,
-                        "; ".join(f"{s:g}: {g:+.2f}" for s, g, _ in gaps) + f" (change {d:+.2f} ± {se:.2f})"))
+                        "; ".join(f"{_name(level)}: {g:+.2f}" for level, g, _ in gaps) + f" (change {d:+.2f} ± {se:.2f})"))
     return checks
 
 

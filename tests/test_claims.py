@@ -22,6 +22,17 @@ def test_rigl_vs_static_difference_and_standard_error_come_from_the_seeds():
     assert checks["rigl >= set"].verdict == "not run"  # the fixture has no ERK set runs
 
 
+def test_runs_at_given_layer_sparsities_are_compared_at_their_own_level():
+    rows = [dict(method=m, distribution="custom", sparsity=0.9653, multiplier=1.0, seed=i, test_accuracy=acc,
+                 test_loss=0.1, train_flops_multiplier=0.036)
+            for m, accs in (("rigl", (98.5, 98.6, 98.4)), ("static", (97.0, 97.1, 96.9))) for i, acc in enumerate(accs)]
+    rows.append(dict(rows[0], method="set", test_loss=float("nan")))  # a diverged run counts for nothing
+    checks = {c.claim.split(" at ")[0]: c for c in check_runs(pd.DataFrame(rows))}
+    assert checks["rigl >= static"].evidence == "0.9653 (custom): +1.50 ± 0.08"  # s.e. sqrt(0.01/3 + 0.01/3)
+    assert checks["rigl >= static"].verdict == "reproduced"
+    assert checks["rigl >= set"].verdict == "not run"
+
+
 def test_landscape_barriers_and_restart_verdicts():
     checks = check_landscape(FIXTURES / "landscape")
     df = pd.read_csv(FIXTURES / "landscape" / "landscape.csv")
