@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="wrn-22-2,resnet-50")
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup-steps", type=int, default=20,
+                        help="untimed dense steps per model before the timed runs (0: none)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--device", default="cuda")
@@ -45,13 +47,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{'train FLOPs x':>13s} {'masks exact':>11s}")
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
+            def config(method: str, steps: int):
+                return preset_config("cifar10-wrn22-2", method=method, model=model, dataset="synthetic-cifar10",
+                                     sparsity=0.0 if method == "dense" else args.sparsity, steps=steps,
+                                     epochs=1, batch_size=args.batch_size, train_subset=steps * args.batch_size,
+                                     delta_t=50, gmp_every=10, lr_milestones=(), device=args.device,
+                                     amp=not args.no_amp, channels_last=True, log_every=min(50, steps),
+                                     eval_every=steps)
+
+            if args.warmup_steps:  # cuDNN autotuning, kernel loading and the allocator's growth, untimed
+                train(config("dense", args.warmup_steps), Path(tmp) / f"warmup-{model}")
             dense = None
             for method in args.methods.split(","):
-                cfg = preset_config("cifar10-wrn22-2", method=method, model=model, dataset="synthetic-cifar10",
-                                    sparsity=0.0 if method == "dense" else args.sparsity, steps=args.steps,
-                                    epochs=1, batch_size=args.batch_size, train_subset=args.steps * args.batch_size,
-                                    delta_t=50, gmp_every=10, lr_milestones=(), device=args.device,
-                                    amp=not args.no_amp, channels_last=True, log_every=50, eval_every=args.steps)
+                cfg = config(method, args.steps)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 run_dir = Path(tmp) / cfg.run_id()
