@@ -12,6 +12,15 @@ report() {  # summary, figures and tables of one sweep folder
   $py -m analysis plot --runs "$1/runs.csv" --out "$1/figures" --formats pdf,png
   $py -m analysis table --runs "$1/runs.csv" --out "$1/tables"
 }
+timed() {  # note the start; `finished OUT TARGET` then appends the target's wall clock to OUT/sweep-times.csv
+  started=$(date +%s)
+}
+finished() {
+  mkdir -p "$1"
+  [[ -f $1/sweep-times.csv ]] || echo "target,started_utc,wall_s,workers,commit" > "$1/sweep-times.csv"
+  echo "$2,$(date -u -d "@$started" +%FT%TZ),$(( $(date +%s) - started )),$workers,$(git rev-parse --short=12 HEAD)" \
+    >> "$1/sweep-times.csv"
+}
 py=.venv/bin/python
 workers=${WORKERS:-2}
 sweep=${1:-all}
@@ -19,6 +28,7 @@ SPARSITIES=0.8,0.9,0.95,0.98
 PAPER_MNIST_LAYERS=0.98,0.882,0  # the paper's MNIST LeNet-300-100 layer sparsities (overall 0.9653)
 
 if [[ $sweep == fmnist-lenet300 || $sweep == all ]]; then
+  timed
   out=results/fashion-mnist-lenet300
   $py -m benchmark run --preset fashion-mnist-lenet300 --methods dense,small-dense,static,snip,gmp,set,snfs,rigl \
       --sparsity $SPARSITIES --seeds 3 \
@@ -27,38 +37,49 @@ if [[ $sweep == fmnist-lenet300 || $sweep == all ]]; then
       --distribution uniform --workers "$workers" --out $out
   $py -m benchmark run --preset fashion-mnist-lenet300 --methods rigl --sparsity $SPARSITIES --seeds 3 \
       --distribution erk --multiplier 2 --workers "$workers" --out $out
+  finished $out fmnist-lenet300
   report $out
 fi
 if [[ $sweep == new-methods || $sweep == all ]]; then  # reuses the dense runs above for the lottery tickets
+  timed
   out=results/fashion-mnist-lenet300
   $py -m benchmark run --preset fashion-mnist-lenet300 --methods dsr,deepr,lottery-static,lottery-rigl \
       --sparsity 0.9 --seeds 3 --distribution erk --workers "$workers" --out $out
+  finished $out new-methods
   report $out
 fi
 if [[ $sweep == landscape || $sweep == all ]]; then  # gmp and static at 0.9, seed 0, from the sweep above
+  timed
   runs=results/fashion-mnist-lenet300/runs
   gmp=$(ls -d $runs/gmp-s0.9-seed0-* | head -n 1)
   static=$(ls -d $runs/static-s0.9-seed0-* | head -n 1)
   $py -m analysis landscape "$gmp" "$static" --out results/fashion-mnist-lenet300/landscape \
       --restart-from "$static" --restart-steps 3000
+  finished results/fashion-mnist-lenet300/landscape landscape
 fi
 if [[ $sweep == mnist-lenet300 || $sweep == all ]]; then
+  timed
   out=results/mnist-lenet300-short
   $py -m benchmark run --preset mnist-lenet300-short --methods rigl,set,snfs,static,snip,gmp,dense \
       --sparsity 0.9,0.95,0.98 --seeds 3 --distribution erk --workers "$workers" --out $out
   $py -m benchmark run --preset mnist-lenet300-short --methods rigl,set,snfs,static,snip,gmp \
       --layer-sparsity $PAPER_MNIST_LAYERS --seeds 3 --workers "$workers" --out $out
+  finished $out mnist-lenet300
   report $out
 fi
 if [[ $sweep == mnist-lenet300-full || $sweep == all ]]; then  # the paper's 200-epoch protocol: ~6 CPU-min per run
+  timed
   out=results/mnist-lenet300
   $py -m benchmark run --preset mnist-lenet300 --methods rigl,static,set,dense \
       --layer-sparsity $PAPER_MNIST_LAYERS --seeds 3 --workers "$workers" --out $out
+  finished $out mnist-lenet300-full
   report $out
 fi
 if [[ $sweep == fmnist-lenet5 || $sweep == all ]]; then
+  timed
   out=results/fashion-mnist-lenet5
   $py -m benchmark run --preset fashion-mnist-lenet5 --methods rigl,set,static,snip,gmp,dense --sparsity 0.9,0.95 \
       --seeds 2 --distribution erk --workers "$workers" --out $out
+  finished $out fmnist-lenet5
   report $out
 fi
