@@ -65,11 +65,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def git_commit() -> str:
-    """The commit of the code that runs (with `+dirty` if it has uncommitted changes), or `unknown`."""
+    """The commit of the code that runs (with `+dirty` if tracked files other than the committed
+    results under results/, which sweeps append to, have uncommitted changes), or `unknown`."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=REPO,
                                capture_output=True, text=True).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
