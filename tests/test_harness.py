@@ -225,6 +225,30 @@ def test_a_diverging_run_stops_at_the_first_nan_log_step_and_is_flagged(tmp_path
                                checkpoint_every=20), run)["steps"] == 5  # resuming does not train on
 
 
+def test_commit_is_dirty_for_code_changes_but_not_for_appended_results(tmp_path, monkeypatch):
+    import subprocess
+
+    import benchmark.train as train_module
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "runs.csv").write_text("run_id\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(train_module, "REPO", tmp_path)
+    clean = train_module.git_commit()
+    assert len(clean) == 12 and "+" not in clean
+    (tmp_path / "results" / "runs.csv").write_text("run_id\na\n")  # a sweep appending its rows
+    assert train_module.git_commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert train_module.git_commit() == clean + "+dirty"
+
+
 def test_list_names_presets_models_and_methods(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
