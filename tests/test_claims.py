@@ -31,6 +31,8 @@ def test_runs_at_given_layer_sparsities_are_compared_at_their_own_level():
     assert checks["rigl >= static"].evidence == "0.9653 (custom): +1.50 ± 0.08"  # s.e. sqrt(0.01/3 + 0.01/3)
     assert checks["rigl >= static"].verdict == "reproduced"
     assert checks["rigl >= set"].verdict == "not run"
+    gap = checks["the rigl - static gap grows with sparsity"]
+    assert (gap.verdict, gap.evidence) == ("not run", "0.9653 (custom): +1.50")  # one level is no trend
 
 
 def test_landscape_barriers_and_restart_verdicts():
