@@ -41,3 +41,12 @@ def test_committed_landscape_figure_regenerates_from_its_csvs(folder, tmp_path):
 
 def test_results_are_committed():
     assert SWEEPS, "no results/<sweep>/ with runs.csv and figures/ is committed"
+
+
+def test_reproduction_md_is_generated_from_the_committed_results():
+    import subprocess
+    import sys
+
+    script = RESULTS.parent / "scripts" / "reproduction_report.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
