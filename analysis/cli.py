@@ -168,8 +168,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _landscape_figure(folder: Path, out: Path, formats: list[str]) -> list[Path]:
-    """The landscape figure of a `python -m analysis landscape` folder, from its saved tables."""
+def _landscape_figure(folder: Path, out: Path, formats: list[str], restart: bool = True) -> list[Path]:
+    """The landscape figure of a `python -m analysis landscape` folder, from its saved tables (with
+    the restart panel when `restart` and the folder has restart/restart.csv)."""
     from . import plots, style
     from .runs import read_landscape, read_restart
 
@@ -179,9 +180,9 @@ def _landscape_figure(folder: Path, out: Path, formats: list[str]) -> list[Path]
         raise ValueError(f"{folder / 'landscape.json'} is missing or not JSON ({err}); pass the folder written by "
                          "`python -m analysis landscape`") from None
     restart_csv = folder / "restart" / "restart.csv"
-    restart = read_restart(restart_csv) if restart_csv.exists() else None
+    restarts = read_restart(restart_csv) if restart and restart_csv.exists() else None
     endpoints = (labels["start_label"].split()[0], labels["end_label"].split()[0])
-    fig = plots.loss_landscape(read_landscape(folder / "landscape.csv"), restart, endpoints=endpoints)
+    fig = plots.loss_landscape(read_landscape(folder / "landscape.csv"), restarts, endpoints=endpoints)
     return style.save_figure(fig, out, "landscape", formats)
 
 
@@ -204,7 +205,7 @@ def cmd_landscape(args: argparse.Namespace) -> int:
 
     from benchmark.data import DATASETS
 
-    from . import landscape, plots, style
+    from . import landscape, style
 
     formats = style.parse_formats(args.formats)
     settings = landscape.LandscapeSettings(
@@ -215,7 +216,6 @@ def cmd_landscape(args: argparse.Namespace) -> int:
     settings.validate()
     report = lambda m: print(m, file=sys.stderr)
     out = Path(args.out)
-    restart = None
     if args.restart_from:
         methods = _csv_list(args.restart_methods) or []
         steps = args.restart_steps
@@ -230,12 +230,11 @@ def cmd_landscape(args: argparse.Namespace) -> int:
     result = landscape.run_landscape(args.start, args.end, settings, out, report=report)
     if args.restart_from:
         report(f"restart: {', '.join(methods)} from {args.restart_from} for {steps} steps into {out / 'restart'}")
-        restart = landscape.restart(args.restart_from, out / "restart", steps, methods, args.restart_lr or None,
-                                    None if args.device == "auto" else args.device, report=report)
+        landscape.restart(args.restart_from, out / "restart", steps, methods, args.restart_lr or None,
+                          None if args.device == "auto" else args.device, report=report)
         result.files.append(out / "restart" / "restart.csv")
-    fig = plots.loss_landscape(result.frame, restart, endpoints=(result.start.config.method,
-                                                                 result.end.config.method))
-    result.files += style.save_figure(fig, out, "landscape", formats)
+    # drawn from the files just written, exactly as `plot --landscape` redraws it
+    result.files += _landscape_figure(out, out, formats, restart=bool(args.restart_from))
     print(json.dumps(result.summary["barriers"], indent=2))
     for path in result.files:
         print(path)
