@@ -9,6 +9,7 @@ sweep-times.csv or landscape folder under results/, through the same functions a
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from pathlib import Path
@@ -33,7 +34,9 @@ SWEEPS = {  # folder: what it holds, for the timing table
 }
 
 
+@functools.cache
 def runs(sweep: str) -> pd.DataFrame:
+    """A sweep's runs.csv, read once (callers filter, never modify it)."""
     return read_runs(RESULTS / sweep / "runs.csv")
 
 
