@@ -9,6 +9,8 @@ The same functions back the notebooks in notebooks/.
 from . import plots, style, tables
 from .runs import (
     find_run_dirs,
+    group_rows,
+    group_title,
     groups,
     load_paper,
     load_runs,
@@ -24,6 +26,8 @@ from .runs import (
 
 __all__ = [
     "find_run_dirs",
+    "group_rows",
+    "group_title",
     "groups",
     "landscape",
     "load_paper",

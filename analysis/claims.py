@@ -77,7 +77,15 @@ def _ordered(df: pd.DataFrame, better: str, worse: str, levels: list[Level]) -> 
 
 
 def check_runs(df: pd.DataFrame) -> list[Check]:
-    """The sweep claims of the paper on one (dataset, model) runs table."""
+    """The sweep claims of the paper on the runs of one (dataset, model) and protocol (`runs.groups`):
+    a ValueError if a compared cell mixes settings keys."""
+    if "config_key" in df.columns:
+        cells = df.groupby(["method", "distribution", "sparsity", "multiplier"])["config_key"].nunique()
+        if (cells > 1).any():
+            method, distribution, sparsity, multiplier = cells[cells > 1].index[0]
+            raise ValueError(f"{method} at {distribution} {sparsity:g}, {multiplier:g}x has runs of "
+                             f"{cells.max()} different settings; check claims one protocol at a time "
+                             "(analysis.runs.groups)")
     df = df[~diverged(df)]
     levels = _levels(df)
     checks = []

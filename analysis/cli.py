@@ -243,12 +243,12 @@ def cmd_landscape(args: argparse.Namespace) -> int:
 
 def cmd_claims(args: argparse.Namespace) -> int:
     from .claims import check_landscape, check_runs, markdown
-    from .runs import groups, select
+    from .runs import group_rows, group_title, groups
 
     df, _ = _load(args)
-    for dataset, model in groups(df):
-        print(f"{dataset} / {model}\n")
-        print(markdown(check_runs(select(df, dataset, model))))
+    for group in groups(df):
+        print(f"{group_title(*group)}\n")
+        print(markdown(check_runs(group_rows(df, *group))))
     if args.landscape:
         print("loss landscape\n")
         print(markdown(check_landscape(args.landscape)))

@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from . import style
-from .runs import RunRecord, groups, load_paper, paper_rows, read_run, summary
+from .runs import RunRecord, group_rows, group_tag, group_title, groups, load_paper, paper_rows, read_run, summary
 from .style import save_figure
 
 __all__ = [
@@ -55,12 +55,15 @@ def gid(source: str, method: str, distribution: str, multiplier: float, kind: st
     return f"{source}|{method}|{distribution}|{float(multiplier):g}|{kind}"
 
 
-def _one_group(runs: pd.DataFrame) -> tuple[str, str]:
-    pairs = groups(runs)
-    if len(pairs) != 1:
-        found = ", ".join(f"{d}/{m}" for d, m in pairs) or "none"
-        raise ValueError(f"expected runs of one dataset/model, found {found}; select one (--dataset/--model)")
-    return pairs[0]
+def _one_group(runs: pd.DataFrame) -> tuple[str, str, str]:
+    """(dataset, model, title) of runs that must be of one dataset, model and protocol."""
+    found = groups(runs)
+    if len(found) != 1:
+        names = "; ".join(group_title(*g) for g in found) or "none"
+        raise ValueError(f"expected runs of one dataset/model and protocol, found {names}; select one "
+                         "(--dataset/--model, or runs of one protocol)")
+    dataset, model, _ = found[0]
+    return dataset, model, group_title(*found[0])
 
 
 def _paper_for(paper: pd.DataFrame | bool | None, dataset: str, model: str) -> pd.DataFrame:
@@ -188,7 +191,7 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
     """Accuracy against the training-FLOPs multiplier (x dense), one panel per sparsity (the paper's
     figure 2, left). A line joins a method's runs at different multipliers (1x, 2x, ...); points
     above 1x are marked with their multiplier. The dense baseline is the grey band."""
-    dataset, model = _one_group(runs)
+    dataset, model, title = _one_group(runs)
     summ = summary(runs, metric)
     ref = _paper_for(paper, dataset, model)
     levels = _sparse_levels(summ, ref)
@@ -216,7 +219,7 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
         ax.set_title(_percent(level))
         ax.set_xlabel("training FLOPs (× dense)")
         ax.set_ylabel(ACCURACY_LABELS[metric])
-    fig.suptitle(f"{dataset} / {model}: accuracy vs training FLOPs")
+    fig.suptitle(f"{title}: accuracy vs training FLOPs")
     _legend(fig, axes)
     return fig
 
@@ -226,7 +229,7 @@ def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None =
                          metric: str = "test_accuracy") -> Figure:
     """Accuracy against sparsity, one line per (method, distribution, multiplier) (the paper's figure 4);
     the dense baseline is a horizontal band (mean +- std over seeds)."""
-    dataset, model = _one_group(runs)
+    dataset, model, title = _one_group(runs)
     summ = summary(runs, metric)
     ref = _paper_for(paper, dataset, model)
     fig, axes = _panels(1, height=2.6)
@@ -250,7 +253,7 @@ def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None =
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel("sparsity")
     ax.set_ylabel(ACCURACY_LABELS[metric])
-    ax.set_title(f"{dataset} / {model}")
+    ax.set_title(title)
     _legend(fig, axes)
     return fig
 
@@ -260,7 +263,7 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
                                 metric: str = "test_accuracy") -> Figure:
     """Accuracy against the inference-FLOPs multiplier (f_S / f_D of the final model), one line per
     (method, distribution, multiplier) through its sparsities; dense is the band and the point at 1."""
-    dataset, model = _one_group(runs)
+    dataset, model, title = _one_group(runs)
     summ = summary(runs, metric)
     ref = _paper_for(paper, dataset, model)
     fig, axes = _panels(1, height=2.6)
@@ -281,7 +284,7 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
             _errorbar(ax, s["test_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, multiplier, True)
     ax.set_xlabel("inference FLOPs (× dense)")
     ax.set_ylabel(ACCURACY_LABELS[metric])
-    ax.set_title(f"{dataset} / {model}")
+    ax.set_title(title)
     _legend(fig, axes)
     return fig
 
@@ -445,7 +448,8 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
     """Draw and save every figure in `figures` for each (dataset, model) in the runs; return the files.
 
     Figures that lack their input (no sparse runs, no run folders, no mask updates) are skipped with
-    a note through `report`. Files are named <figure>-<dataset>-<model>.<format>.
+    a note through `report`. Files are named <figure>-<dataset>-<model>.<format>, with the protocol's
+    settings after the model where the runs of a dataset and model have several protocols.
     """
     unknown = [f for f in figures if f not in FIGURES]
     if unknown:
@@ -454,9 +458,9 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
     paper_table = load_paper() if paper is True else paper
     written: list[Path] = []
     records = _records(run_dirs)
-    for dataset, model in groups(runs):
-        subset = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
-        tag = f"{dataset}-{model}"
+    for dataset, model, protocol in groups(runs):
+        subset = group_rows(runs, dataset, model, protocol)
+        tag = group_tag(dataset, model, protocol)
         if paper_table is not None and paper_table is not False and paper_rows(paper_table, dataset, model).empty:
             report(f"note: the paper has no numbers for {dataset}/{model}; no overlay on its figures")
         ids = set(subset["run_id"])
@@ -472,7 +476,7 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
                     else:
                         stem, fig = "mask-updates", mask_updates(folders)
                 except ValueError as err:
-                    report(f"skipped {name} for {dataset}/{model}: {err}")
+                    report(f"skipped {name} for {group_title(dataset, model, protocol)}: {err}")
                     continue
                 written += save_figure(fig, out, f"{stem}-{tag}", formats)
                 plt.close(fig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import pandas as pd
 from benchmark.results import (
     DENSE_METHODS,
     ResultsError,
+    check_unique,
     collect_runs,
+    protocol_labels,
     read_runs,
     summarize,
 )
@@ -24,8 +27,8 @@ DEFAULT_RUNS = Path("results/runs.csv")
 NUMERIC_COLUMNS = ["sparsity", "multiplier", "seed", "steps", "test_accuracy", "best_test_accuracy", "test_loss",
                    "val_accuracy", "train_flops_multiplier", "inference_flops_multiplier", "train_flops",
                    "inference_flops", "global_density"]
-NEEDED_COLUMNS = ["run_id", "dataset", "model", "method", "distribution", "sparsity", "multiplier", "seed",
-                  "test_accuracy", "train_flops_multiplier", "inference_flops_multiplier"]
+NEEDED_COLUMNS = ["run_id", "config_key", "dataset", "model", "method", "distribution", "sparsity", "multiplier",
+                  "seed", "test_accuracy", "train_flops_multiplier", "inference_flops_multiplier", "settings"]
 METRICS = ("test_accuracy", "best_test_accuracy", "val_accuracy")
 # harness name -> the paper's name, where they differ (paper-results.csv uses the paper's)
 PAPER_MODEL_NAMES = {"resnet-50": "resnet50", "lenet-5": "lenet-5-caffe"}
@@ -37,8 +40,11 @@ def load_runs(runs: str | Path | pd.DataFrame | None = None, run_dirs: list[str 
 
     `runs` may be a path to runs.csv, a results folder holding one, or a DataFrame (returned
     checked). With `run_dirs` and no `runs`, rows are built from the folders' config.json and
-    metrics.json (benchmark.results.collect_runs). Raises ResultsError (a ValueError) with a
-    one-line reason when the input is missing, corrupt or lacks the columns the analysis needs.
+    metrics.json (benchmark.results.collect_runs). A `protocol` column labels each row with the
+    settings that tell its protocol apart (`benchmark.results.protocol_labels`; empty where a
+    (dataset, model) has one protocol). Raises ResultsError (a ValueError) with a one-line reason
+    when the input is missing, corrupt, lacks the columns the analysis needs, or counts one
+    training twice.
     """
     if isinstance(runs, pd.DataFrame):
         df, source = runs.copy(), "the DataFrame"
@@ -64,6 +70,9 @@ def load_runs(runs: str | Path | pd.DataFrame | None = None, run_dirs: list[str 
     df = df[df["test_accuracy"].notna() & df["sparsity"].notna() & df["multiplier"].notna()]
     if df.empty:
         raise ResultsError(f"{source} has no usable rows (test_accuracy, sparsity and multiplier must be numbers)")
+    check_unique(df)
+    if "protocol" not in df.columns:  # a DataFrame loaded before keeps the labels of all its rows
+        df = df.assign(protocol=protocol_labels(df))
     return df.reset_index(drop=True)
 
 
@@ -84,9 +93,28 @@ def select(df: pd.DataFrame, dataset: str | None = None, model: str | None = Non
     return out
 
 
-def groups(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(dataset, model) pairs in the runs, sorted."""
-    return sorted({(str(d), str(m)) for d, m in zip(df["dataset"], df["model"])})
+def groups(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(dataset, model, protocol) of the runs, sorted: the units that figures, tables and claims
+    compare methods within (protocol "" where a dataset and model have one)."""
+    protocols = df["protocol"] if "protocol" in df.columns else [""] * len(df)
+    return sorted({(str(d), str(m), str(p)) for d, m, p in zip(df["dataset"], df["model"], protocols)})
+
+
+def group_rows(df: pd.DataFrame, dataset: str, model: str, protocol: str) -> pd.DataFrame:
+    """The rows of one group of `groups(df)`."""
+    rows = df[(df["dataset"] == dataset) & (df["model"] == model)]
+    return rows[rows["protocol"] == protocol] if "protocol" in rows.columns else rows
+
+
+def group_title(dataset: str, model: str, protocol: str) -> str:
+    """"dataset / model", with the protocol's settings in brackets where it has any."""
+    return f"{dataset} / {model}" + (f" ({protocol})" if protocol else "")
+
+
+def group_tag(dataset: str, model: str, protocol: str) -> str:
+    """A file-name part for one group: dataset-model, then the protocol's settings (lr0.5-epochs1)."""
+    extra = re.sub(r"[^A-Za-z0-9.]+", "-", protocol.replace("=", "")).strip("-")
+    return f"{dataset}-{model}" + (f"-{extra}" if extra else "")
 
 
 def summary(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:

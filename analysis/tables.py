@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import style
-from .runs import groups, summary
+from .runs import group_rows, group_title, groups, summary
 
 __all__ = ["TableCell", "accuracy_table", "latex_table", "markdown_table", "write_tables"]
 
@@ -33,6 +33,7 @@ class TableCell:
 class _Block:
     dataset: str
     model: str
+    protocol: str
     levels: list[float]
     rows: list[tuple[str, str, float]]  # (method, distribution, multiplier)
     cells: dict[tuple[tuple[str, str, float], float], TableCell]
@@ -42,8 +43,8 @@ class _Block:
 def _blocks(runs: pd.DataFrame, metric: str, digits: int) -> list[_Block]:
     summ = summary(runs, metric)
     blocks = []
-    for dataset, model in groups(summ):
-        g = summ[(summ["dataset"] == dataset) & (summ["model"] == model)]
+    for dataset, model, protocol in groups(summ):
+        g = group_rows(summ, dataset, model, protocol)
         levels = sorted({round(float(s), 6) for s in g.loc[g["method"] != "dense", "sparsity"] if s > 0}) or [0.0]
         keys = sorted({(r.method, r.distribution, float(r.multiplier)) for r in g.itertuples()},
                       key=lambda k: (style.method_sort_key(k[0]), style.distribution_sort_key(k[1]), k[2]))
@@ -62,7 +63,7 @@ def _blocks(runs: pd.DataFrame, metric: str, digits: int) -> list[_Block]:
                 for k, c in sparse:
                     if round(c.mean, digits) == top:
                         cells[(k, level)] = TableCell(**{**c.__dict__, "best": True})
-        blocks.append(_Block(dataset, model, levels, keys, cells, (int(g["seeds"].min()), int(g["seeds"].max()))))
+        blocks.append(_Block(dataset, model, protocol, levels, keys, cells, (int(g["seeds"].min()), int(g["seeds"].max()))))
     return blocks
 
 
@@ -72,7 +73,7 @@ def accuracy_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.Data
     rows = []
     for b in _blocks(runs, metric, 2):
         for (key, level), c in b.cells.items():
-            rows.append(dict(dataset=b.dataset, model=b.model, method=key[0], distribution=key[1],
+            rows.append(dict(dataset=b.dataset, model=b.model, protocol=b.protocol, method=key[0], distribution=key[1],
                              multiplier=key[2], sparsity=level, **c.__dict__))
     return pd.DataFrame(rows)
 
@@ -102,7 +103,7 @@ def markdown_table(runs: pd.DataFrame, metric: str = "test_accuracy", digits: in
     sparsity in bold, training and inference FLOPs (× dense) beside it."""
     out = []
     for b in _blocks(runs, metric, digits):
-        out.append(f"### {b.dataset} / {b.model}\n")
+        out.append(f"### {group_title(b.dataset, b.model, b.protocol)}\n")
         out.append(f"{METRIC_NAMES[metric].capitalize()} (%) as mean ± std over {_seeds_text(b.seeds)}; "
                    "FLOPs are multiples of the dense model's (training: whole run; inference: per sample). "
                    "Bold: best sparse result at each sparsity.\n")
@@ -146,7 +147,7 @@ def latex_table(runs: pd.DataFrame, metric: str = "test_accuracy", digits: int =
     for b in _blocks(runs, metric, digits):
         n = len(b.levels)
         out += [r"\begin{table}[t]", r"\centering", r"\small",
-                rf"\caption{{{_tex(b.dataset)} / {_tex(b.model)}: {METRIC_NAMES[metric]} (\%), mean $\pm$ std over "
+                rf"\caption{{{_tex(group_title(b.dataset, b.model, b.protocol))}: {METRIC_NAMES[metric]} (\%), mean $\pm$ std over "
                 rf"{_tex(_seeds_text(b.seeds))}, and FLOPs of training and inference as multiples of the dense "
                 r"model's. Bold: best sparse result at each sparsity.}",
                 r"\begin{tabular}{lll" + "rrr" * n + "}", r"\toprule"]

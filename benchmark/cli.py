@@ -16,8 +16,9 @@ from typing import Any
 
 import methods
 
-from . import distributed, export, perf
-from .config import DEFAULT_PRESET, PRESET_NOTES, PRESETS, RunConfig, preset_config
+from . import distributed, export, migrate, perf
+from .config import RunConfig
+from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS, preset_config
 from .data import DATASETS
 from .flops import extra_flops
 from .models import MODELS, build_model
@@ -85,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-run", type=float, default=0, help="GPUs each Ray task asks for (default 0)")
     run.add_argument("--retries", type=int, default=3,
                      help="times Ray retries a run whose worker died; it resumes from its checkpoint (default 3)")
+    run.add_argument("--rerun-stale", action="store_true",
+                     help="train again the runs whose row or checkpoint other training code wrote (their old row "
+                          "and files are kept in runs.stale.csv and stale/)")
     run.add_argument("--dry-run", action="store_true", help="print the grid and its planned FLOPs; train nothing")
     add_config_flags(run, GRID_FIELDS)
 
@@ -107,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(flops, GRID_FIELDS)
     perf.add_parser(sub)
     export.add_parser(sub)
+    migrate.add_parser(sub)
     return parser
 
 
@@ -168,7 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"seeds {args.seeds}; results in {out}/runs.csv"
         + (f"; data-parallel over {replicas.world_size} processes" if replicas.parallel else ""))
     run_sweep(configs, out, args.workers, say, executor=args.executor, ray_address=args.ray_address,
-              cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, retries=args.retries)
+              cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, retries=args.retries,
+              rerun_stale=args.rerun_stale)
     if replicas.main:
         ids = {c.run_id() for c in configs}
         df = read_runs(out / "runs.csv")
@@ -246,7 +252,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "summarize": cmd_summarize, "flops": cmd_flops, "perf": perf.run,
-            "export": export.run}
+            "export": export.run, "migrate": migrate.run}
 
 
 def main(argv: list[str] | None = None) -> int:

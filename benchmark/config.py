@@ -1,9 +1,9 @@
-"""Run settings: one dataclass whose fields are also the CLI flags, and the paper's presets.
+"""Run settings: one dataclass whose fields are also the CLI flags.
 
-A run's identity is the hash of its experiment settings that differ from the defaults
-(open_lth's scheme), so re-running a sweep finds the runs it already has. Fields marked
-`identity=False` (device, logging, data location) do not change what is computed and are
-left out of the hash.
+A run is named by its settings: `config_key()` hashes the explicit value of every setting that can
+change its result except the seed (so all seeds of one protocol share it), and `run_id()` is a
+readable prefix plus that key. Fields marked `identity=False` (device, data location, checkpoint
+interval, replica checks, the preset's name) do not change what is computed and stay out of the key.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class RunConfig(SparsityConfig):
     """Everything that defines one training run (the sparsity fields come from `SparsityConfig`)."""
 
     method: str = _opt("rigl", "sparse training method")
-    preset: str = _opt("", "preset the settings came from (recorded only)")
+    preset: str = _exec("", "preset the settings came from (recorded only)")
     dataset: str = _opt("fashion-mnist", "dataset name")
     model: str = _opt("lenet-300-100", "model name")
     epochs: float = _opt(10.0, "training epochs at multiplier 1 (ignored when steps > 0)")
@@ -61,12 +61,13 @@ class RunConfig(SparsityConfig):
     width: float = _opt(0.0, "small-dense width multiplier (0: the width matching the sparse model's parameters)")
     rewind_fraction: float = _opt(0.01, "fraction of training whose dense weights lottery-static/lottery-rigl "
                                         "rewind to (0: the initialisation)")
+    amp: bool = _opt(False, "bf16 autocast")
+    channels_last: bool = _opt(False, "channels-last memory format for conv nets (faster on CUDA tensor cores)")
+    threads: int = _opt(1, "CPU threads the run trains with (results are bit-identical only at the same count)")
+    log_every: int = _opt(100, "steps between rows of log.csv (a non-finite loss is detected there)")
+    eval_every: int = _opt(0, "steps between test evaluations (0: once per epoch); decides best_test_accuracy")
     device: str = _exec("auto", "auto, cpu, cuda or cuda:N")
-    amp: bool = _exec(False, "bf16 autocast")
-    channels_last: bool = _exec(False, "channels-last memory format for conv nets (faster on CUDA tensor cores)")
     data_root: str = _exec("", "where datasets are (default: SPARSEBENCH_DATA, data/, system copies)")
-    log_every: int = _exec(100, "steps between rows of log.csv")
-    eval_every: int = _exec(0, "steps between test evaluations (0: once per epoch)")
     checkpoint_every: int = _exec(1000, "steps between checkpoints (rounded to a multiple of log_every)")
     check_replicas: bool = _exec(False, "under torchrun, compare mask fingerprints across ranks at every update")
 
@@ -132,19 +133,18 @@ class RunConfig(SparsityConfig):
         """The step whose weights a dense run saves for lottery runs to rewind to (weights after that many steps)."""
         return min(round(self.rewind_fraction * total_steps), total_steps - 1)
 
-    def identity(self) -> dict[str, Any]:
-        """Experiment settings that differ from the defaults: what names the run."""
-        default = RunConfig()
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.metadata.get("identity", True) and f.name != "preset" and getattr(self, f.name) != getattr(default, f.name)
-        }
+    def settings(self) -> dict[str, Any]:
+        """Every setting that can change the result, seed excluded, by its explicit value (JSON types)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.metadata.get("identity", True) and f.name != "seed"}
+
+    def config_key(self) -> str:
+        """12 hex digits of the SHA-256 of `settings()`: the same for all seeds of one protocol."""
+        return settings_key(self.settings())
 
     def run_id(self) -> str:
-        """Readable prefix plus a short hash of `identity()`."""
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=list).encode()).hexdigest()[:10]
-        return f"{self.method}-s{self.sparsity:g}-seed{self.seed}-{digest}"
+        """Readable prefix (method, sparsity, seed) plus `config_key()`."""
+        return f"{self.method}-s{self.sparsity:g}-seed{self.seed}-{self.config_key()}"
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of this run, multiplier included."""
@@ -159,71 +159,15 @@ class RunConfig(SparsityConfig):
 _FIELD_TYPES = typing.get_type_hints(RunConfig)
 
 
-def _paper_imagenet() -> dict[str, Any]:
-    steps = 32000
-    return dict(dataset="imagenet", model="resnet-50", steps=steps, batch_size=4096, lr=1.6, momentum=0.9,
-                nesterov=True, weight_decay=1e-4, label_smoothing=0.1, warmup_epochs=5, lr_milestones=(30, 70, 90),
-                lr_gamma=0.1, delta_t=100, t_end=25000 / steps, gmp_start=10000 / steps, gmp_stop=25000 / steps,
-                gmp_every=1000, epochs=100)
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
-def _paper_cifar10() -> dict[str, Any]:
-    steps_per_epoch = 50000 / 128
-    steps = round(250 * steps_per_epoch)  # 97,656
-    return dict(dataset="cifar10", model="wrn-22-2", epochs=250, batch_size=128, lr=0.1, weight_decay=5e-4,
-                lr_milestones=tuple(round(k * 30000 / steps_per_epoch, 3) for k in (1, 2, 3)), lr_gamma=0.2,
-                distribution="erk", delta_t=100, t_end=75000 / steps, gmp_start=20000 / steps,
-                gmp_stop=75000 / steps, gmp_every=1000)
+def settings_key(settings: dict[str, Any]) -> str:
+    """The config key of a settings dict (`RunConfig.settings()`, or a runs.csv row's `settings`)."""
+    return hashlib.sha256(settings_json(settings).encode()).hexdigest()[:12]
 
 
-def _paper_mnist() -> dict[str, Any]:
-    steps = 120000
-    return dict(dataset="mnist", model="lenet-300-100", epochs=200, batch_size=100, lr=0.2, weight_decay=1e-4,
-                lr_milestones=(75, 95), lr_gamma=1 / 3, delta_t=100, t_end=50000 / steps,
-                gmp_start=2000 / steps, gmp_stop=30000 / steps, gmp_every=500)
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "fashion-mnist-lenet300": dict(dataset="fashion-mnist", model="lenet-300-100", epochs=10, batch_size=100,
-                                   lr=0.1, weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1,
-                                   distribution="erk", dense_first=False),
-    "fashion-mnist-lenet5": dict(dataset="fashion-mnist", model="lenet-5", epochs=10, batch_size=100, lr=0.05,
-                                 weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1, distribution="erk"),
-    "digits-lenet300": dict(dataset="digits", model="lenet-300-100", epochs=20, batch_size=50, lr=0.1,
-                            weight_decay=5e-4, delta_t=20, log_every=10, checkpoint_every=100, dense_first=False),
-    "mnist-lenet300": _paper_mnist(),
-    "mnist-lenet300-short": {**_paper_mnist(), "epochs": 20, "lr_milestones": (7.5, 9.5), "gmp_every": 50,
-                             "dense_first": False},
-    "cifar10-wrn22-2": _paper_cifar10(),
-    "imagenet-resnet50": _paper_imagenet(),
-}
-PRESET_NOTES = {
-    "fashion-mnist-lenet300": "CPU-sized: 10 epochs, SGD 0.1 decayed x0.1 at epochs 5 and 7.5, ERK (= ER for an "
-                              "MLP); the first layer is sparse under uniform too (it holds 88% of the weights)",
-    "fashion-mnist-lenet5": "CPU-sized conv net, ERK by default",
-    "digits-lenet300": "seconds on a CPU: scikit-learn's 8x8 digits, for smoke tests (first layer sparse)",
-    "mnist-lenet300": "paper appendix B protocol (200 epochs, 120k steps)",
-    "mnist-lenet300-short": "the appendix B protocol shortened 10x for CPUs: 20 epochs, lr milestones and GMP's "
-                            "interval scaled by 1/10, t_end and GMP's start/stop kept as fractions; first layer sparse",
-    "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
-    "imagenet-resnet50": "paper protocol (32k steps at batch 4096); needs an ImageFolder root",
-}
-DEFAULT_PRESET = "fashion-mnist-lenet300"
-
-
-def preset_config(name: str, **overrides: Any) -> RunConfig:
-    """A validated RunConfig from preset `name` with `overrides` on top. Given `layer_sparsity`, the
-    distribution is custom and `sparsity` becomes the overall sparsity those layer sparsities give."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; see `python -m benchmark run --help`")
-    if overrides.get("layer_sparsity") and "distribution" not in overrides:
-        overrides["distribution"] = methods.distributions.CUSTOM
-    config = RunConfig(**{**PRESETS[name], **overrides, "preset": name})
-    config.validate()
-    if config.distribution == methods.distributions.CUSTOM and config.method != "dense":
-        config.sparsity = config.custom_sparsity()
-    return config
+def settings_json(settings: dict[str, Any]) -> str:
+    """The canonical text of a settings dict: compact JSON with sorted keys."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import preset_config
+from .presets import preset_config
 from .train import load_checkpoint, train
 
 METHODS = "dense,static,snip,gmp,set,snfs,rigl"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import preset_config
+from .presets import preset_config
 from .train import plan_run
 
 PAPER_RESULTS = Path(__file__).resolve().parent.parent / "analysis" / "data" / "paper-results.csv"

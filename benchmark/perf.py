@@ -40,7 +40,7 @@ from torch import nn
 
 import methods
 
-from .config import preset_config
+from .presets import preset_config
 from .export import SparseConv2d, masked_dense, sparsify
 from .flops import FlopCounter, forward_flops
 from .models import WRN_PATTERN, build_model

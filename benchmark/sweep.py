@@ -1,23 +1,27 @@
-"""A grid of runs: expand it, skip finished runs, resume interrupted ones, run them in parallel."""
+"""A grid of runs: expand it, skip finished runs, resume interrupted ones, run each exactly once, in parallel."""
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import dataclasses
 import itertools
 import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import RunConfig, preset_config
-from .results import append_row, finished_ids, run_row
-from .train import plan_run, resolve_device, train
+from .claim import CLAIM_FILE, claim
+from .config import RunConfig
+from .presets import preset_config
+from .provenance import code_fingerprint
+from .results import append_row, read_runs, retire_row, run_row
+from .train import plan_run, resolve_device, resumed_code, train
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -49,53 +53,113 @@ def expand_grid(preset: str, methods: list[str], sparsities: list[float], seeds:
 
 
 def run_dir(out: Path, cfg: RunConfig) -> Path:
-    """Where a run lives: named by its settings' hash, so a re-run finds it."""
+    """Where a run lives: named by its settings' key, so a re-run finds it."""
     return out / "runs" / cfg.run_id()
 
 
-def _run_one(cfg: RunConfig, out: Path, threads: int, position: int | None) -> dict[str, Any]:
-    """Train one run (in a worker process, a Ray task or in-line) and return its runs.csv row."""
-    if threads:
-        torch.set_num_threads(threads)
-    show = distributed.current().main and position is not None
-    bar = tqdm(total=None, desc=cfg.run_id(), position=position, leave=False, disable=None if show else True)
+@dataclass
+class Outcome:
+    """What became of one run of a sweep: `trained` here, already `finished` (its row was there when
+    its claim was taken), `busy` (another process holds its claim) or `stale` (see `stale_code`)."""
 
-    def progress(step: int, total: int) -> None:
-        bar.total = total
-        bar.n = step
-        if step % 50 == 0 or step == total:
-            bar.refresh()
-
-    try:
-        metrics = train(cfg, run_dir(out, cfg), progress)
-    finally:
-        bar.close()
-    return run_row(cfg, metrics, str(resolve_device(cfg.device)), distributed.current().world_size)
+    run_id: str
+    status: str
+    row: dict[str, Any] | None = None
+    reason: str = ""
 
 
-def _inline(todo: list[RunConfig], out: Path) -> Iterator[dict[str, Any]]:
+def stale_code(folder: Path, row: dict[str, Any] | None) -> str:
+    """The code fingerprint that a run's row, or an unfinished run's config.json, records where it is not
+    the current training code's ("" where it is, or where nothing was trained): the run is stale."""
+    code = (str(row.get("code") or "") or "unrecorded") if row is not None else resumed_code(folder)
+    return "" if code in (None, code_fingerprint()) else code
+
+
+def _stale_text(code: str, finished: bool) -> str:
+    return f"{'finished' if finished else 'started'} by other training code (code {code}, now {code_fingerprint()})"
+
+
+def _row(runs_csv: Path, run_id: str) -> dict[str, Any] | None:
+    if not runs_csv.exists():
+        return None
+    rows = read_runs(runs_csv)
+    match = rows[rows.run_id == run_id]
+    return None if match.empty else match.iloc[0].to_dict()
+
+
+def retire(out: Path, folder: Path, row: dict[str, Any] | None, code: str) -> None:
+    """Set a stale run aside before it is trained again: its row moves to runs.stale.csv and its files
+    (all but the claim) to out/stale/<run id>-<code>/; nothing is deleted."""
+    if row is not None:
+        retire_row(out / "runs.csv", row["run_id"])
+    dest = out / "stale" / f"{folder.name}-{code}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if path.name != CLAIM_FILE:
+            os.replace(path, dest / path.name)
+
+
+def _run_one(cfg: RunConfig, out: Path, position: int | None, rerun_stale: bool = False) -> Outcome:
+    """Claim, train and record one run (in a worker process, a Ray task or in-line). Under torchrun the
+    main rank claims and decides, and every rank trains."""
+    replicas = distributed.current()
+    folder, runs_csv = run_dir(out, cfg), out / "runs.csv"
+    with claim(folder) if replicas.main else contextlib.nullcontext(True) as held:
+        outcome = Outcome(cfg.run_id(), "trained")
+        if not held:
+            outcome = Outcome(cfg.run_id(), "busy")
+        elif replicas.main:
+            row = _row(runs_csv, cfg.run_id())
+            code = stale_code(folder, row)
+            if code and rerun_stale:
+                retire(out, folder, row, code)
+            elif code:
+                outcome = Outcome(cfg.run_id(), "stale", reason=_stale_text(code, row is not None))
+            elif row is not None:
+                outcome = Outcome(cfg.run_id(), "finished", row)
+        if not replicas.any(outcome.status == "trained", resolve_device(cfg.device)):
+            return outcome
+        show = replicas.main and position is not None
+        bar = tqdm(total=None, desc=cfg.run_id(), position=position, leave=False, disable=None if show else True)
+
+        def progress(step: int, total: int) -> None:
+            bar.total = total
+            bar.n = step
+            if step % 50 == 0 or step == total:
+                bar.refresh()
+
+        try:
+            metrics = train(cfg, folder, progress)
+        finally:
+            bar.close()
+        outcome.row = run_row(cfg, metrics, str(resolve_device(cfg.device)), replicas.world_size)
+        if replicas.main:
+            append_row(runs_csv, outcome.row)
+        return outcome
+
+
+def _inline(todo: list[RunConfig], out: Path, rerun_stale: bool) -> Iterator[Outcome]:
     for cfg in todo:
-        yield _run_one(cfg, out, 0, 1)
+        yield _run_one(cfg, out, 1, rerun_stale)
 
 
-def _processes(todo: list[RunConfig], out: Path, workers: int) -> Iterator[dict[str, Any]]:
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def _processes(todo: list[RunConfig], out: Path, workers: int, rerun_stale: bool) -> Iterator[Outcome]:
     with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(_run_one, c, out, threads, 1 + i % workers) for i, c in enumerate(todo)]
+        jobs = [pool.submit(_run_one, c, out, 1 + i % workers, rerun_stale) for i, c in enumerate(todo)]
         for job in futures.as_completed(jobs):
             yield job.result()
 
 
 def _ray(todo: list[RunConfig], out: Path, address: str | None, cpus: float, gpus: float,
-         retries: int) -> Iterator[dict[str, Any]]:
-    """Each run is a Ray task; a task whose worker dies is retried and resumes from its checkpoint,
-    so `out` must be storage every node sees."""
+         retries: int, rerun_stale: bool) -> Iterator[Outcome]:
+    """Each run is a Ray task; a task whose worker dies is retried and resumes from its checkpoint
+    (the dead worker's claim went with it), so `out` must be storage every node sees."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(_run_one)
-    pending = [task.remote(cfg, out.resolve(), max(1, int(cpus)), None) for cfg in todo]
+    pending = [task.remote(cfg, out.resolve(), None, rerun_stale) for cfg in todo]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         try:
@@ -107,46 +171,61 @@ def _ray(todo: list[RunConfig], out: Path, address: str | None, cpus: float, gpu
 
 def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Callable[[str], None] = print,
               executor: str = "local", ray_address: str | None = None, cpus_per_run: float = 1,
-              gpus_per_run: float = 0, retries: int = 3) -> list[dict[str, Any]]:
-    """Run every config not already in `out/runs.csv`; rows are appended as runs finish.
+              gpus_per_run: float = 0, retries: int = 3, rerun_stale: bool = False) -> list[dict[str, Any]]:
+    """Train every config that has no row in `out/runs.csv` yet; each run's row is appended by the
+    process that trained it, while it holds the run's claim, so a run is trained and counted once
+    however many sweeps, workers or retries ask for it. Runs whose row or checkpoint other training
+    code wrote are stale: named one line each, and trained again only with `rerun_stale`.
 
-    `executor="local"`: in this process, or with workers > 1 in that many processes sharing the CPU
-    threads. `executor="ray"`: one Ray task per run with `cpus_per_run`/`gpus_per_run`, on the
-    cluster at `ray_address` (None starts a local one). Under torchrun every rank trains every run
-    together and only rank 0 writes.
+    `executor="local"`: in this process, or with workers > 1 in that many processes. `executor="ray"`:
+    one Ray task per run with `cpus_per_run`/`gpus_per_run`, on the cluster at `ray_address` (None
+    starts a local one). Under torchrun every rank trains every run together and only rank 0 writes.
+    Every run trains with its own `threads` setting, so results do not depend on the executor.
+    Returns the rows of the runs trained here.
     """
     replicas = distributed.current()
     runs_csv = out / "runs.csv"
-    done = finished_ids(runs_csv)
+    rows = {r["run_id"]: r for r in read_runs(runs_csv).to_dict("records")} if runs_csv.exists() else {}
     replicas.barrier()  # every rank has read runs.csv before rank 0 appends to it
-    todo = [c for c in configs if c.run_id() not in done]
     say = report if replicas.main else (lambda _: None)
-    if len(configs) > len(todo):
-        say(f"skipping {len(configs) - len(todo)} finished run(s) already in {runs_csv}")
+    stale = {c.run_id(): code for c in configs if (code := stale_code(run_dir(out, c), rows.get(c.run_id())))}
+    for run_id, code in stale.items():
+        say(f"stale: {run_id} {_stale_text(code, run_id in rows)}; "
+            + ("training it again" if rerun_stale else "--rerun-stale trains it again"))
+    todo = [c for c in configs if c.run_id() not in rows and c.run_id() not in stale
+            or rerun_stale and c.run_id() in stale]
+    finished = sum(c.run_id() in rows and c.run_id() not in stale for c in configs)
+    if finished:
+        say(f"skipping {finished} finished run(s) already in {runs_csv}")
 
-    def execute(batch: list[RunConfig]) -> Iterator[dict[str, Any]]:
+    def execute(batch: list[RunConfig]) -> Iterator[Outcome]:
         if executor == "ray":
-            return _ray(batch, out, ray_address, cpus_per_run, gpus_per_run, retries)
+            return _ray(batch, out, ray_address, cpus_per_run, gpus_per_run, retries, rerun_stale)
         if workers > 1:
-            return _processes(batch, out, workers)
-        return _inline(batch, out)
+            return _processes(batch, out, workers, rerun_stale)
+        return _inline(batch, out, rerun_stale)
 
-    first, rest = pretraining_first(todo, done)
+    first, rest = pretraining_first(todo, set(rows) - set(stale))
     todo = first + rest
-    results = itertools.chain.from_iterable(execute(batch) for batch in (first, rest) if batch)
-    rows = []
+    outcomes = itertools.chain.from_iterable(execute(batch) for batch in (first, rest) if batch)
+    trained = []
     with tqdm(total=len(todo), desc="sweep", disable=None if replicas.main else True, position=0) as bar:
-        for row in results:
-            if replicas.main:
-                append_row(runs_csv, row)
-            rows.append(row)
+        for outcome in outcomes:
             bar.update()
+            if outcome.status != "trained":
+                say({"busy": f"skipped {outcome.run_id}: another process is training it and will append its row",
+                     "finished": f"skipped {outcome.run_id}: another process finished it meanwhile",
+                     "stale": f"skipped {outcome.run_id}: {outcome.reason}; --rerun-stale trains it again"}
+                    [outcome.status])
+                continue
+            row = outcome.row
+            trained.append(row)
             say(f"done {row['run_id']}: test accuracy {row['test_accuracy']:.2f}%, train FLOPs "
                 f"{row['train_flops_multiplier']:.3f}x, inference FLOPs {row['inference_flops_multiplier']:.3f}x, "
                 f"{row['wall_time_s']:.0f}s" + ("" if math.isfinite(row["test_loss"]) else
                                                 f"; diverged (training loss not finite) and stopped after step "
                                                 f"{row['steps']}: a lower --lr may help"))
-    return rows
+    return trained
 
 
 def pretraining_first(todo: list[RunConfig], done: set[str]) -> tuple[list[RunConfig], list[RunConfig]]:

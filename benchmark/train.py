@@ -21,7 +21,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,12 +37,13 @@ from . import distributed
 from .config import RunConfig
 from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
 from .flops import FlopCounter, FlopSummary, forward_flops, plan
+from .claim import claim
 from .models import build_model
+from .provenance import code_fingerprint, git_commit
 
 LOG_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_accuracy", "density", "train_flops", "wall_time_s"]
 EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "val_loss", "val_accuracy"]
 UPDATE_COLUMNS = ["step", "grown", "grown_fraction", "density"]
-REPO = Path(__file__).resolve().parent.parent
 
 
 class RunInterrupted(Exception):
@@ -54,6 +54,24 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read; the message says how to recover."""
 
 
+class StaleRun(ValueError):
+    """A run folder that other training code wrote (`provenance.code_fingerprint` differs)."""
+
+
+def recorded_code(record: dict[str, Any]) -> str:
+    """The code fingerprint a config.json or metrics.json records (`unrecorded` before fingerprints)."""
+    return record.get("code") or "unrecorded"
+
+
+def resumed_code(run_dir: Path) -> str | None:
+    """The code fingerprint that started the interrupted run in `run_dir` (None without a checkpoint
+    and its config.json: nothing to resume, or nothing to tell who wrote it)."""
+    record = run_dir / "config.json"
+    if not ((run_dir / "checkpoint.pt").exists() and record.exists()):
+        return None
+    return recorded_code(json.loads(record.read_text()))
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when available (this process's GPU under torchrun), else CPU; anything else must be available."""
     if name == "auto":
@@ -62,20 +80,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
     return device
-
-
-def git_commit() -> str:
-    """The commit of the code that runs (with `+dirty` if tracked files other than the committed
-    results under results/, which sweeps append to, have uncommitted changes), or `unknown`."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -270,7 +274,14 @@ def pretrained(cfg: RunConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] | N
         return None
     folder = run_dir.parent / dense.run_id()
     done = folder / "metrics.json"
-    return folder, (json.loads(done.read_text()) if done.exists() else train(dense, folder))
+    with claim(folder, wait=True):  # a concurrent sweep may be training it: wait for it
+        if not done.exists():
+            return folder, train(dense, folder)
+    metrics = json.loads(done.read_text())
+    if recorded_code(metrics) != code_fingerprint():
+        raise StaleRun(f"{cfg.run_id()} starts from dense run {folder}, which other training code finished "
+                       f"(code {recorded_code(metrics)}, now {code_fingerprint()}); retrain it with --rerun-stale")
+    return folder, metrics
 
 
 def plan_run(cfg: RunConfig) -> FlopSummary:
@@ -312,6 +323,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     if cfg.batch_size % replicas.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by the "
                          f"{replicas.world_size} data-parallel processes")
+    torch.set_num_threads(cfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_root or None, val_fraction=cfg.val_fraction,
@@ -337,6 +349,10 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     eval_every = cfg.eval_every or epoch_steps
     state = {"step": 0, "elapsed": 0.0, "best": None, "loss_sum": 0.0, "correct": 0, "seen": 0}
     if checkpoint_path.exists():
+        started_by = resumed_code(run_dir)
+        if started_by not in (None, code_fingerprint()):
+            raise StaleRun(f"{run_dir} was started by other training code (code {started_by}, now "
+                           f"{code_fingerprint()}); restart it from step 0 with --rerun-stale")
         ckpt = load_checkpoint(checkpoint_path, device)
         try:
             model.load_state_dict(ckpt["model"])
@@ -448,8 +464,9 @@ def run_record(cfg: RunConfig, device: torch.device, width: float, total: int, w
     `batch_size` is the global batch: each of the `world_size` processes trains on `per_rank_batch`
     of it, and no learning rate is rescaled.
     """
-    return {"run_id": cfg.run_id(), "config": dataclasses.asdict(cfg), "width": width, "total_steps": total,
-            "commit": git_commit(), "torch": torch.__version__, "device": str(device),
+    return {"run_id": cfg.run_id(), "config_key": cfg.config_key(), "config": dataclasses.asdict(cfg), "width": width,
+            "total_steps": total, "commit": git_commit(), "code": code_fingerprint(), "torch": torch.__version__,
+            "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "world_size": world_size, "per_rank_batch": cfg.batch_size // world_size}
 
@@ -486,5 +503,6 @@ def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: 
         "steps_per_s": step / state["elapsed"] if state["elapsed"] else None,
         "peak_memory_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
         "commit": git_commit(),
+        "code": code_fingerprint(),
         "torch": torch.__version__,
     }

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.claims import check_landscape, check_runs, markdown  # noqa: E402
-from analysis.runs import load_paper  # noqa: E402
+from analysis.runs import group_rows, group_title, groups, load_paper, load_runs  # noqa: E402
 from analysis.tables import markdown_table  # noqa: E402
-from benchmark.results import diverged, read_runs  # noqa: E402
+from benchmark.results import diverged  # noqa: E402
 
 RESULTS = ROOT / "results"
 TEMPLATE = Path(__file__).with_name("reproduction_template.md")
@@ -37,7 +37,7 @@ SWEEPS = {  # folder: what it holds, for the timing table
 @functools.cache
 def runs(sweep: str) -> pd.DataFrame:
     """A sweep's runs.csv, read once (callers filter, never modify it)."""
-    return read_runs(RESULTS / sweep / "runs.csv")
+    return load_runs(RESULTS / sweep / "runs.csv")
 
 
 def table(sweep: str) -> str:
@@ -46,7 +46,10 @@ def table(sweep: str) -> str:
 
 
 def claims(sweep: str) -> str:
-    return markdown(check_runs(runs(sweep))).strip()
+    """The claim checks of a sweep, one table per protocol (titled where the sweep holds several)."""
+    found = groups(runs(sweep))
+    return "\n\n".join((f"{group_title(*g)}\n\n" if len(found) > 1 else "")
+                       + markdown(check_runs(group_rows(runs(sweep), *g))).strip() for g in found)
 
 
 def timing() -> str:

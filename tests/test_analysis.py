@@ -69,7 +69,7 @@ def test_load_runs_reads_the_fixture(runs):
     raw = pd.read_csv(RUNS_CSV)
     assert len(runs) == len(raw) == 40
     assert set(runs["method"]) == {"dense", "small-dense", "static", "snip", "gmp", "set", "rigl"}
-    assert analysis.groups(runs) == [("digits", "lenet-300-100")]
+    assert analysis.groups(runs) == [("digits", "lenet-300-100", "")]  # one protocol: no label
 
 
 def test_load_runs_from_run_folders():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.config import preset_config
+from benchmark.presets import preset_config
 from benchmark.sweep import run_sweep
 
 METHODS = "rigl,snfs,set,gmp,snip,static"

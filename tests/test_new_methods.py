@@ -9,7 +9,7 @@ import torch
 
 import methods
 from benchmark.cli import main
-from benchmark.config import preset_config
+from benchmark.presets import preset_config
 from benchmark.data import DATASETS
 from benchmark.train import RunInterrupted, plan_run, setup_run, train
 from conftest import MODELS, continue_run, tiny_mlp, train_step

@@ -2,7 +2,7 @@
 import pytest
 
 from benchmark import flops
-from benchmark.config import preset_config
+from benchmark.presets import preset_config
 from benchmark.paper_flops import MATCH_TOLERANCE, PAPER_DISCREPANCIES, format_table, paper_table
 from benchmark.train import plan_run
 

@@ -1,0 +1,83 @@
+"""The presets: named starting points of a run's settings (the paper's protocols and CPU-sized ones).
+
+Presets are not part of the code that trains: a run is defined by its settings, whichever preset
+they came from, so editing a preset never changes what an existing run folder means.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import methods
+
+from .config import RunConfig
+
+
+def _paper_imagenet() -> dict[str, Any]:
+    steps = 32000
+    return dict(dataset="imagenet", model="resnet-50", steps=steps, batch_size=4096, lr=1.6, momentum=0.9,
+                nesterov=True, weight_decay=1e-4, label_smoothing=0.1, warmup_epochs=5, lr_milestones=(30, 70, 90),
+                lr_gamma=0.1, delta_t=100, t_end=25000 / steps, gmp_start=10000 / steps, gmp_stop=25000 / steps,
+                gmp_every=1000, epochs=100)
+
+
+def _paper_cifar10() -> dict[str, Any]:
+    steps_per_epoch = 50000 / 128
+    steps = round(250 * steps_per_epoch)  # 97,656
+    return dict(dataset="cifar10", model="wrn-22-2", epochs=250, batch_size=128, lr=0.1, weight_decay=5e-4,
+                lr_milestones=tuple(round(k * 30000 / steps_per_epoch, 3) for k in (1, 2, 3)), lr_gamma=0.2,
+                distribution="erk", delta_t=100, t_end=75000 / steps, gmp_start=20000 / steps,
+                gmp_stop=75000 / steps, gmp_every=1000)
+
+
+def _paper_mnist() -> dict[str, Any]:
+    steps = 120000
+    return dict(dataset="mnist", model="lenet-300-100", epochs=200, batch_size=100, lr=0.2, weight_decay=1e-4,
+                lr_milestones=(75, 95), lr_gamma=1 / 3, delta_t=100, t_end=50000 / steps,
+                gmp_start=2000 / steps, gmp_stop=30000 / steps, gmp_every=500)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "fashion-mnist-lenet300": dict(dataset="fashion-mnist", model="lenet-300-100", epochs=10, batch_size=100,
+                                   lr=0.1, weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1,
+                                   distribution="erk", dense_first=False),
+    "fashion-mnist-lenet5": dict(dataset="fashion-mnist", model="lenet-5", epochs=10, batch_size=100, lr=0.05,
+                                 weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1, distribution="erk"),
+    "digits-lenet300": dict(dataset="digits", model="lenet-300-100", epochs=20, batch_size=50, lr=0.1,
+                            weight_decay=5e-4, delta_t=20, log_every=10, checkpoint_every=100, dense_first=False),
+    "mnist-lenet300": _paper_mnist(),
+    "mnist-lenet300-short": {**_paper_mnist(), "epochs": 20, "lr_milestones": (7.5, 9.5), "gmp_every": 50,
+                             "dense_first": False},
+    "cifar10-wrn22-2": _paper_cifar10(),
+    "imagenet-resnet50": _paper_imagenet(),
+}
+PRESET_NOTES = {
+    "fashion-mnist-lenet300": "CPU-sized: 10 epochs, SGD 0.1 decayed x0.1 at epochs 5 and 7.5, ERK (= ER for an "
+                              "MLP); the first layer is sparse under uniform too (it holds 88% of the weights)",
+    "fashion-mnist-lenet5": "CPU-sized conv net, ERK by default",
+    "digits-lenet300": "seconds on a CPU: scikit-learn's 8x8 digits, for smoke tests (first layer sparse)",
+    "mnist-lenet300": "paper appendix B protocol (200 epochs, 120k steps)",
+    "mnist-lenet300-short": "the appendix B protocol shortened 10x for CPUs: 20 epochs, lr milestones and GMP's "
+                            "interval scaled by 1/10, t_end and GMP's start/stop kept as fractions; first layer sparse",
+    "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
+    "imagenet-resnet50": "paper protocol (32k steps at batch 4096); needs an ImageFolder root",
+}
+DEFAULT_PRESET = "fashion-mnist-lenet300"
+
+
+def preset_config(name: str, **overrides: Any) -> RunConfig:
+    """A validated RunConfig from preset `name` with `overrides` on top. Given `layer_sparsity`, the
+    distribution is custom and `sparsity` becomes the overall sparsity those layer sparsities give."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; see `python -m benchmark run --help`")
+    if overrides.get("layer_sparsity") and "distribution" not in overrides:
+        overrides["distribution"] = methods.distributions.CUSTOM
+    config = RunConfig(**{**PRESETS[name], **overrides, "preset": name})
+    config.validate()
+    if config.distribution == methods.distributions.CUSTOM and config.method != "dense":
+        config.sparsity = config.custom_sparsity()
+    return config
