@@ -1,12 +1,12 @@
 """The paper's claims checked one by one against a runs.csv (and a landscape folder).
 
-Each comparison is a difference of mean test accuracies over seeds with its standard error
-`sqrt(s_a^2 / n_a + s_b^2 / n_b)`; a claim that A beats B is *reproduced* when the difference
-exceeds two standard errors, *not reproduced* when it is below minus two, else *inconclusive*.
+Each claim is tested at every sparsity it covers with Welch's t-test on the seeds' test accuracies
+(difference of means, 95% confidence interval, p-value), Holm-corrected across those sparsities, and
+judged by one symmetric rule (`analysis.stats`): *reproduced*, *contradicted*, *inconclusive*, or
+*too few seeds* (fewer than two on either side).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pandas as pd
 from benchmark.results import diverged
 
 from .runs import read_landscape, read_restart
+from .stats import MARGIN, Test, compare, contrast, decide
 
 
 @dataclass
@@ -31,17 +32,13 @@ def _cell(df: pd.DataFrame, method: str, sparsity: float, distribution: str = "e
     return rows.test_accuracy
 
 
-def _compare(a: pd.Series, b: pd.Series) -> tuple[float, float]:
-    se = math.sqrt((a.var(ddof=1) if len(a) > 1 else 0.0) / len(a) + (b.var(ddof=1) if len(b) > 1 else 0.0) / len(b))
-    return a.mean() - b.mean(), se
-
-
-def _verdict(diffs: list[tuple[float, float]]) -> str:
-    if all(d > 2 * se for d, se in diffs):
-        return "reproduced"
-    if any(d < -2 * se for d, se in diffs):
-        return "not reproduced"
-    return "inconclusive"
+def _check(claim: str, tests: list[Test], notes: list[str] | None = None, digits: int = 2) -> Check:
+    """The verdict of a claim's tests, with each level's evidence (and a note after it)."""
+    verdict = decide(tests)
+    holm = sum(t.enough for t in tests) > 1
+    notes = notes or [""] * len(tests)
+    return Check(claim, verdict, "; ".join(t.text(holm, digits) + (f", {n}" if n else "")
+                                           for t, n in zip(tests, notes)))
 
 
 Level = tuple[float, str]  # (sparsity, distribution) at which methods are compared
@@ -64,16 +61,9 @@ def _name(level: Level) -> str:
     return f"{s:g}" if distribution == "erk" else f"{s:g} ({distribution})"
 
 
-def _ordered(df: pd.DataFrame, better: str, worse: str, levels: list[Level]) -> tuple[str, str]:
-    diffs, parts = [], []
-    for level in levels:
-        a, b = _cell(df, better, *level), _cell(df, worse, *level)
-        if a.empty or b.empty:
-            continue
-        d, se = _compare(a, b)
-        diffs.append((d, se))
-        parts.append(f"{_name(level)}: {d:+.2f} ± {se:.2f}")
-    return (_verdict(diffs) if diffs else "not run"), "; ".join(parts)
+def _ordered(df: pd.DataFrame, better: str, worse: str, levels: list[Level]) -> list[Test]:
+    return [compare(_cell(df, better, *level), _cell(df, worse, *level), _name(level)) for level in levels
+            if not _cell(df, better, *level).empty and not _cell(df, worse, *level).empty]
 
 
 def check_runs(df: pd.DataFrame) -> list[Check]:
@@ -88,67 +78,50 @@ def check_runs(df: pd.DataFrame) -> list[Check]:
                              "(analysis.runs.groups)")
     df = df[~diverged(df)]
     levels = _levels(df)
-    checks = []
-    for better, worse in (("rigl", "set"), ("set", "static"), ("rigl", "static")):
-        verdict, evidence = _ordered(df, better, worse, levels)
-        checks.append(Check(f"{better} >= {worse} at the same sparsity (ERK unless marked; accuracy difference ± s.e. per sparsity)",
-                            verdict, evidence))
-    snip = [(level, _compare(_cell(df, "snip", *level), _cell(df, "static", *level))) for level in levels
-            if not _cell(df, "snip", *level).empty and not _cell(df, "static", *level).empty]
-    close = all(abs(d) <= max(2 * se, 0.5) for _, (d, se) in snip)
-    checks.append(Check("snip close to static (abs. difference <= max(2 s.e., 0.5 points))",
-                        ("reproduced" if close else "not reproduced") if snip else "not run",
-                        "; ".join(f"{_name(level)}: {d:+.2f} ± {se:.2f}" for level, (d, se) in snip)))
+    checks = [_check(f"{better} >= {worse} at the same sparsity (ERK unless marked)", _ordered(df, better, worse, levels))
+              for better, worse in (("rigl", "set"), ("set", "static"), ("rigl", "static"))]
+    snip = [compare(_cell(df, "snip", *level), _cell(df, "static", *level), _name(level), kind="close")
+            for level in levels if not _cell(df, "snip", *level).empty and not _cell(df, "static", *level).empty]
+    checks.append(_check(f"snip close to static (within {MARGIN:g} points: two one-sided tests)", snip))
     erk_levels = [level for level in levels if level[1] == "erk"]
     for method in ("rigl", "static"):
-        parts, pairs = [], []
+        tests, notes = [], []
         for s, _ in erk_levels:
             erk, uni = _cell(df, method, s), _cell(df, method, s, "uniform")
             if erk.empty or uni.empty:
                 continue
-            pairs.append(_compare(erk, uni))
+            tests.append(compare(erk, uni, f"{s:g}"))
             one_x = (df.method == method) & (df.sparsity == s) & (df.multiplier == 1)
             f_erk = df[one_x & (df.distribution == "erk")].train_flops_multiplier
             f_uni = df[one_x & (df.distribution == "uniform")].train_flops_multiplier
-            parts.append(f"{s:g}: {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f} at {f_erk.mean() / f_uni.mean():.2f}x the FLOPs")
-        checks.append(Check(f"ERK better than uniform for {method}, at higher training FLOPs",
-                            _verdict(pairs) if pairs else "not run", "; ".join(parts)))
-    parts, pairs = [], []
-    for level in levels:
-        two, one = _cell(df, "rigl", *level, multiplier=2.0), _cell(df, "rigl", *level)
-        if not two.empty and not one.empty:
-            pairs.append(_compare(two, one))
-            parts.append(f"{_name(level)}: {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f}")
-    checks.append(Check("rigl 2x better than rigl 1x", _verdict(pairs) if pairs else "not run", "; ".join(parts)))
-    parts, pairs = [], []
+            notes.append(f"at {f_erk.mean() / f_uni.mean():.2f}x the FLOPs")
+        checks.append(_check(f"ERK better than uniform for {method}, at higher training FLOPs", tests, notes))
+    twice = [compare(_cell(df, "rigl", *level, multiplier=2.0), _cell(df, "rigl", *level), _name(level))
+             for level in levels if not _cell(df, "rigl", *level, multiplier=2.0).empty
+             and not _cell(df, "rigl", *level).empty]
+    checks.append(_check("rigl 2x better than rigl 1x", twice))
+    tests, notes = [], []
     for level in levels:
         g, r = _cell(df, "gmp", *level), _cell(df, "rigl", *level)
         if g.empty or r.empty:
             continue
-        pairs.append(_compare(g, r))
+        tests.append(compare(g, r, _name(level)))
         s, distribution = level
         at = (df.sparsity == s) & (df.distribution == distribution) & (df.multiplier == 1)
-        fg = df[at & (df.method == "gmp")].train_flops_multiplier.mean()
-        fr = df[at & (df.method == "rigl")].train_flops_multiplier.mean()
-        parts.append(f"{_name(level)}: gmp - rigl {pairs[-1][0]:+.2f} ± {pairs[-1][1]:.2f}, FLOPs {fg:.3f}x vs "
-                     f"{fr:.3f}x")
-    strong = bool(pairs) and all(d > -2 * se for d, se in pairs)
-    checks.append(Check("gmp strong (not below rigl) but with higher training FLOPs",
-                        ("reproduced" if strong else "not reproduced") if pairs else "not run", "; ".join(parts)))
-    gaps = []
-    for level in erk_levels if len(erk_levels) >= 2 else levels:  # one distribution's trend where there is one
-        r, st = _cell(df, "rigl", *level), _cell(df, "static", *level)
-        if not r.empty and not st.empty:
-            gaps.append((level, *_compare(r, st)))
-    evidence = "; ".join(f"{_name(level)}: {g:+.2f}" for level, g, _ in gaps)
+        notes.append(f"FLOPs {df[at & (df.method == 'gmp')].train_flops_multiplier.mean():.3f}x vs "
+                     f"{df[at & (df.method == 'rigl')].train_flops_multiplier.mean():.3f}x")
+    checks.append(_check("gmp >= rigl (1x) at the same sparsity, at higher training FLOPs", tests, notes))
+    gaps = [(level, _cell(df, "rigl", *level), _cell(df, "static", *level))
+            for level in (erk_levels if len(erk_levels) >= 2 else levels)]  # one distribution's trend if any
+    gaps = [g for g in gaps if not g[1].empty and not g[2].empty]
     if len(gaps) >= 2:
-        low, high = gaps[0], gaps[-1]
-        d = high[1] - low[1]
-        se = math.hypot(high[2], low[2])
-        verdict, evidence = _verdict([(d, se)]), f"{evidence} (change {d:+.2f} ± {se:.2f})"
-    else:
-        verdict = "not run"  # a trend needs two sparsities
-    checks.append(Check("the rigl - static gap grows with sparsity", verdict, evidence))
+        (low, r_low, s_low), (high, r_high, s_high) = gaps[0], gaps[-1]
+        label = f"gap at {_name(high)} - gap at {_name(low)}"
+        checks.append(_check("the rigl - static gap grows with sparsity",
+                             [contrast([r_high, s_high, r_low, s_low], [1, -1, -1, 1], label)]))
+    else:  # a trend needs two sparsities
+        checks.append(Check("the rigl - static gap grows with sparsity", "not run",
+                            "; ".join(f"{_name(level)}: {r.mean() - s.mean():+.2f}" for level, r, s in gaps)))
     return checks
 
 
@@ -166,28 +139,26 @@ def check_landscape(folder: str | Path) -> list[Check]:
     checks = []
     if "linear" in barriers:
         checks.append(Check("the linear path has a loss barrier (max loss above the worse end)",
-                            "reproduced" if barriers["linear"] > 0.05 else "not reproduced", f"barriers: {text}"))
+                            "reproduced" if barriers["linear"] > 0.05 else "contradicted", f"barriers: {text}"))
     if "bezier-sparse" in barriers and "bezier-dense" in barriers:
         ok = barriers["bezier-sparse"] > 0.05 and barriers["bezier-dense"] <= 0.05
         checks.append(Check("the sparse Bezier path shows a barrier, the dense one is nearly flat (<= 0.05)",
-                            "reproduced" if ok else "not reproduced", f"barriers: {text}"))
+                            "reproduced" if ok else "contradicted", f"barriers: {text}"))
     restart = next((p for p in (folder / "restart" / "restart.csv", folder / "restart.csv") if p.exists()), None)
     if restart is not None:
         r = read_restart(restart).sort_values("step")
         tails = {m: g.train_loss.tail(max(2, len(g) // 5)) for m, g in r.groupby("method")}
         if {"rigl", "static"} <= set(tails):
-            d, se = _compare(tails["static"], tails["rigl"])  # positive: rigl's loss is lower
-            checks.append(Check("restarted from the static solution, rigl's training loss falls below static's",
-                                _verdict([(d, se)]),
-                                f"logged training loss over the last 20% of the restart: rigl "
-                                f"{tails['rigl'].mean():.4f}, static {tails['static'].mean():.4f} "
-                                f"(difference {d:+.4f} ± {se:.4f})"))
+            test = compare(tails["static"], tails["rigl"], "static - rigl")  # positive: rigl's loss is lower
+            note = f"rigl {tails['rigl'].mean():.4f}, static {tails['static'].mean():.4f} (log rows, not seeds)"
+            checks.append(_check("restarted from the static solution, rigl's training loss (last 20% of the "
+                                 "restart) falls below static's", [test], [note], digits=4))
     return checks
 
 
 def markdown(checks: list[Check]) -> str:
     """The checks as a Markdown table."""
-    lines = ["| claim | verdict | evidence (difference of mean test accuracy ± standard error, points) |",
-             "|---|---|---|"]
+    lines = ["| claim | verdict | evidence per sparsity: difference of mean test accuracies in points [95% CI], "
+             "Welch p (Holm-adjusted across sparsities), seeds |", "|---|---|---|"]
     lines += [f"| {c.claim} | **{c.verdict}** | {c.evidence} |" for c in checks]
     return "\n".join(lines) + "\n"

@@ -428,6 +428,7 @@ def run_landscape(path_a: str | Path, path_b: str | Path, settings: LandscapeSet
         if not s.finished:
             report(f"note: {s.run_dir} has no metrics.json; using its last checkpoint (the run may be unfinished)")
     data = load_dataset(cfg.dataset, cfg.data_root or None, val_fraction=cfg.val_fraction,
+                        standardize=cfg.inputs == "standardized",
                         train_subset=cfg.train_subset or None, device=device)
     model = build_model(cfg.model, data.num_classes, data.input_shape, a.width).to(device)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

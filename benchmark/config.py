@@ -24,6 +24,10 @@ from .data import DATASETS
 from .models import MODELS, WRN_PATTERN, build_model
 
 
+INPUTS = ("standardized", "unit")
+INITS = ("default", "glorot")
+
+
 def _exec(default: Any, help: str) -> Any:
     return field(default=default, metadata={"identity": False, "help": help})
 
@@ -49,12 +53,20 @@ class RunConfig(SparsityConfig):
     nesterov: bool = _opt(True, "Nesterov momentum")
     weight_decay: float = _opt(5e-4, "weight decay (L2 for sgd, decoupled for adamw)")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    bias_decay: bool = _opt(True, "weight decay also on biases and other 1-D parameters (False: weight matrices "
+                                  "and kernels only, as the RigL reference code's L2)")
     lr_milestones: tuple[float, ...] = _opt((), "epochs (at multiplier 1) where the lr is multiplied by lr_gamma")
+    dense_lr_milestones: tuple[float, ...] = _opt((), "lr milestones of the dense baseline (method dense) where "
+                                                      "they differ from lr_milestones (the RigL reference code's)")
     lr_gamma: float = _opt(0.1, "lr decay factor at each milestone")
     warmup_epochs: float = _opt(0.0, "linear lr warm-up epochs")
     multiplier: float = _opt(1.0, "the paper's Mx training: steps, lr milestones and schedules scaled by M")
     val_fraction: float = _opt(0.0, "fraction of the training set held out for validation")
     train_subset: int = _opt(0, "train on the first N examples of a fixed permutation (0: all)")
+    inputs: str = _opt("standardized", "standardized (per-channel mean and std) or unit (pixels in [0, 1], the "
+                                       "RigL reference code's MNIST inputs)")
+    init: str = _opt("default", "default (PyTorch's) or glorot (Glorot-uniform weights, zero biases, as "
+                                "TensorFlow's layers)")
     snip_batches: int = _opt(1, "training batches SNIP scores its saliency on")
     init_from: str = _opt("", "checkpoint.pt or run folder whose final weights and masks start this run "
                                "(restarts); needs static, set, snfs, rigl, dsr or deepr")
@@ -92,6 +104,9 @@ class RunConfig(SparsityConfig):
             (self.epochs > 0 or self.steps > 0, "set epochs > 0 or steps > 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw"),
+            (self.inputs in INPUTS, f"inputs must be one of {', '.join(INPUTS)}"),
+            (self.init in INITS, f"init must be one of {', '.join(INITS)}"),
+            (self.threads >= 1, "threads must be >= 1 (CPU threads of the run)"),
             (self.lr > 0, "lr must be > 0"),
             (self.multiplier > 0, "multiplier must be > 0 (1 is the paper's 1x)"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),

@@ -7,6 +7,7 @@ folder, offline system copies; failing that torchvision downloads it into the fi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gzip
 import hashlib
 import math
@@ -264,9 +265,12 @@ def _to(split: Split | None, device: torch.device) -> Split | None:
 
 
 def load_dataset(name: str, root: Root = None, *, val_fraction: float = 0.0,
-                 train_subset: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> DataBundle:
+                 train_subset: int | None = None, device: str | torch.device = "cpu", seed: int = 0,
+                 standardize: bool = True) -> DataBundle:
     """Load dataset `name` (a key of DATASETS) onto `device`.
 
+    standardize: subtract the dataset's channel means and divide by its standard deviations; False
+    keeps pixels scaled to [0, 1] (TensorFlow's MNIST reader, the RigL reference code's inputs).
     val_fraction: hold out this fraction of the training set as `val` (no augmentation).
     train_subset: keep only this many training examples (after the hold-out).
     seed: keys the hold-out/subset permutation and synthetic data; batch order is train_batches' seed.
@@ -279,6 +283,8 @@ def load_dataset(name: str, root: Root = None, *, val_fraction: float = 0.0,
     if train_subset is not None and train_subset < 1:
         raise ValueError(f"train_subset must be a positive number of examples, got {train_subset}")
     info, device = DATASETS[name], torch.device(device)
+    if not standardize:
+        info = dataclasses.replace(info, mean=(0.0,) * len(info.mean), std=(1.0,) * len(info.std))
     if name == "imagenet":
         train, val_source, test = _imagenet_splits(root, info)
     else:

@@ -27,6 +27,8 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "layer_sparsity": [], "dsr_threshold": 1e-3, "dsr_prune_fraction": 0.01, "dsr_tolerance": 0.1,
     "deepr_l1": 1e-5, "deepr_temperature": 2.5e-11,
     "threads": 1,  # sweeps before schema 2 ran --workers 2 on 2 cores: one thread per run
+    "inputs": "standardized", "init": "default", "bias_decay": True, "dense_lr_milestones": [],
+    "update_at_start": False,
 }
 BACKUP_SUFFIX = ".before-migrate"
 

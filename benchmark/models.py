@@ -144,6 +144,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def glorot_init(model: nn.Module) -> nn.Module:
+    """Glorot-uniform weights, U(+-sqrt(6 / (fan_in + fan_out))), and zero biases for every Linear and
+    Conv layer: TensorFlow's defaults, which the RigL reference code's models use."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
 def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
     """Build model `name` (a key of MODELS, or `wrn-D-K`) for inputs of shape (C, H, W)."""
     if width <= 0:

@@ -31,10 +31,36 @@ def _paper_cifar10() -> dict[str, Any]:
 
 
 def _paper_mnist() -> dict[str, Any]:
+    """Appendix B's schedule (the shortened preset keeps its other choices as they were)."""
     steps = 120000
     return dict(dataset="mnist", model="lenet-300-100", epochs=200, batch_size=100, lr=0.2, weight_decay=1e-4,
                 lr_milestones=(75, 95), lr_gamma=1 / 3, delta_t=100, t_end=50000 / steps,
                 gmp_start=2000 / steps, gmp_stop=30000 / steps, gmp_every=500)
+
+
+# What google-research/rigl's rigl/mnist/mnist_train_eval.py does beyond appendix B's schedule
+# (REPRODUCTION.md's table of differences names the file and lines of each).
+RIGL_MNIST_CODE = dict(
+    inputs="unit",  # TensorFlow's MNIST reader: pixels / 255, no standardisation
+    init="glorot",  # tf.layers / masked_fully_connected defaults: Glorot-uniform kernels, zero biases
+    bias_decay=False,  # l2_regularizer on kernels only: 1e-4 * sum(w^2) / 2 = weight decay 1e-4 on weights
+    dense_lr_milestones=(60, 70, 80),  # the dense baseline's lr drops; every other method's are at 75 and 95
+    skip_step_on_update=None,  # RigL's update replaces the optimizer step (tf.cond); SET, SNFS, static step
+    update_at_start=True,  # the first update at step 0
+    distribution="custom", layer_sparsity=(0.98, 0.882, 0.0),  # end_sparsity 0.98, x sparsity_scale 0.9, dense
+)
+
+
+def _snfs_mnist() -> dict[str, Any]:
+    """TimDettmers/sparse_learning's mnist_cifar/main.py defaults (the SNFS paper's LeNet-300-100 runs):
+    100 epochs on the 54k images left after a 10% validation hold-out (540 steps per epoch), lr 0.1 x0.1
+    every 25k steps, wd 5e-4 on every parameter, the same density in every layer, masks updated at the
+    end of every epoch with a drop fraction annealed from 0.5 by cosine."""
+    steps_per_epoch = 54000 // 100
+    return dict(dataset="mnist", model="lenet-300-100", epochs=100, batch_size=100, lr=0.1, weight_decay=5e-4,
+                val_fraction=0.1, lr_milestones=(25000 / steps_per_epoch, 50000 / steps_per_epoch), lr_gamma=0.1,
+                distribution="uniform", dense_first=False, dense_last=False, delta_t=steps_per_epoch, t_end=1.0,
+                alpha=0.5)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -45,9 +71,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                                  weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1, distribution="erk"),
     "digits-lenet300": dict(dataset="digits", model="lenet-300-100", epochs=20, batch_size=50, lr=0.1,
                             weight_decay=5e-4, delta_t=20, log_every=10, checkpoint_every=100, dense_first=False),
-    "mnist-lenet300": _paper_mnist(),
+    "mnist-lenet300": {**_paper_mnist(), **RIGL_MNIST_CODE},
     "mnist-lenet300-short": {**_paper_mnist(), "epochs": 20, "lr_milestones": (7.5, 9.5), "gmp_every": 50,
                              "dense_first": False},
+    "mnist-lenet300-snfs": _snfs_mnist(),
     "cifar10-wrn22-2": _paper_cifar10(),
     "imagenet-resnet50": _paper_imagenet(),
 }
@@ -56,7 +83,11 @@ PRESET_NOTES = {
                               "MLP); the first layer is sparse under uniform too (it holds 88% of the weights)",
     "fashion-mnist-lenet5": "CPU-sized conv net, ERK by default",
     "digits-lenet300": "seconds on a CPU: scikit-learn's 8x8 digits, for smoke tests (first layer sparse)",
-    "mnist-lenet300": "paper appendix B protocol (200 epochs, 120k steps)",
+    "mnist-lenet300": "paper appendix B as the reference code runs it: 200 epochs (120k steps), layer sparsities "
+                      "0.98/0.882/dense, [0, 1] pixels, Glorot init, L2 on weights, dense lr drops at 60/70/80, "
+                      "RigL's updates in place of a step",
+    "mnist-lenet300-snfs": "the SNFS paper's LeNet-300-100 protocol (sparse_learning's defaults): 100 epochs, "
+                           "lr 0.1 x0.1 every 25k steps, wd 5e-4, 10% held out, uniform density, updates every epoch",
     "mnist-lenet300-short": "the appendix B protocol shortened 10x for CPUs: 20 epochs, lr milestones and GMP's "
                             "interval scaled by 1/10, t_end and GMP's start/stop kept as fractions; first layer sparse",
     "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
@@ -67,16 +98,21 @@ DEFAULT_PRESET = "fashion-mnist-lenet300"
 
 def preset_config(name: str, **overrides: Any) -> RunConfig:
     """A validated RunConfig from preset `name` with `overrides` on top. Given `layer_sparsity`, the
-    distribution is custom and `sparsity` becomes the overall sparsity those layer sparsities give."""
+    distribution is custom and `sparsity` becomes the overall sparsity those layer sparsities give; a
+    preset's own layer sparsities go when another distribution is given."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; see `python -m benchmark run --help`")
+    custom = methods.distributions.CUSTOM
     if overrides.get("layer_sparsity") and "distribution" not in overrides:
-        overrides["distribution"] = methods.distributions.CUSTOM
-    config = RunConfig(**{**PRESETS[name], **overrides, "preset": name})
+        overrides["distribution"] = custom
+    settings = {**PRESETS[name], **overrides, "preset": name}
+    if overrides.get("distribution", custom) != custom and "layer_sparsity" not in overrides:
+        settings["layer_sparsity"] = ()
+    config = RunConfig(**settings)
     config.validate()
     if config.distribution == methods.distributions.CUSTOM and config.method != "dense":
         config.sparsity = config.custom_sparsity()

@@ -38,7 +38,7 @@ from .config import RunConfig
 from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
 from .flops import FlopCounter, FlopSummary, forward_flops, plan
 from .claim import claim
-from .models import build_model
+from .models import build_model, glorot_init
 from .provenance import code_fingerprint, git_commit
 
 LOG_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_accuracy", "density", "train_flops", "wall_time_s"]
@@ -83,17 +83,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD with (Nesterov) momentum and L2, or AdamW with decoupled decay."""
+    """SGD with (Nesterov) momentum and L2, or AdamW with decoupled decay; without `bias_decay`, 1-D
+    parameters (biases, norm scales) are a second group without decay."""
+    params: list = list(model.parameters())
+    if not cfg.bias_decay:
+        params = [{"params": [p for p in params if p.dim() > 1]},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(cfg: RunConfig, epoch_steps: int) -> Callable[[int], float]:
     """Linear warm-up, then x lr_gamma at each milestone; milestones (not the warm-up) scale with the multiplier."""
     warmup = round(cfg.warmup_epochs * epoch_steps)
-    milestones = [round(m * epoch_steps * cfg.multiplier) for m in cfg.lr_milestones]
+    dense = cfg.method == "dense" and cfg.dense_lr_milestones
+    milestones = [round(m * epoch_steps * cfg.multiplier) for m in (cfg.dense_lr_milestones if dense else
+                                                                     cfg.lr_milestones)]
 
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
@@ -235,7 +242,10 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
     if cfg.method == "small-dense":
         width = cfg.width or methods.small_dense_width(build, cfg.sparsity_config())
     torch.manual_seed(cfg.seed)
-    model = build(width).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    model = build(width)
+    if cfg.init == "glorot":
+        glorot_init(model)
+    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     masks = None
     if cfg.init_from:
         start = load_checkpoint(checkpoint_file(cfg.init_from), device)
@@ -327,6 +337,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_root or None, val_fraction=cfg.val_fraction,
+                        standardize=cfg.inputs == "standardized",
                         train_subset=cfg.train_subset or None, device=device)
     epoch_steps = steps_per_epoch(data, cfg.batch_size)
     first = train_batches(data, cfg.batch_size, cfg.seed)
@@ -406,7 +417,8 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             info = sparsifier.step()
-            scheduler.step()
+            if info.stepped:  # the lr follows optimizer steps (an update iteration may replace one)
+                scheduler.step()
             flops.step(info)
             loss_sum += loss.detach().float() * len(y)
             correct += (out.argmax(1) == y).sum()

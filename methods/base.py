@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .distributions import CUSTOM, DISTRIBUTIONS, check_sparsity, explicit_counts, forced_dense, layer_counts
-from .schedules import ANNEALS
+from .schedules import ANNEALS, DropGrowSchedule
 
 SPARSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Optimizers whose step leaves a weight exactly 0 where its gradient and its state are 0 (with any
@@ -54,8 +54,12 @@ class SparsityConfig:
     t_end: float = _setting(0.75, "fraction of training after which masks stop changing")
     alpha: float = _setting(0.3, "initial fraction of each layer's active weights dropped and regrown per update")
     anneal: str = _setting("cosine", "decay of the drop fraction: cosine, constant or linear")
-    skip_step_on_update: bool = _setting(False, "skip the optimizer step on mask-update steps, as the reference "
-                                                "RigL code does")
+    skip_step_on_update: bool | None = _setting(False, "a mask update takes an iteration of its own instead of "
+                                                       "that iteration's optimizer step, and the schedules do not "
+                                                       "advance on it (the reference RigL code); None: what each "
+                                                       "method's reference code does (rigl skips, the others step)")
+    update_at_start: bool = _setting(False, "drop/grow methods update the masks at step 0 too, as the reference "
+                                            "code does (else first at step delta_t)")
     snfs_momentum: float = _setting(0.9, "momentum of SNFS's moving average of the dense gradient")
     gmp_start: float = _setting(0.2, "fraction of training where GMP starts pruning")
     gmp_stop: float = _setting(0.75, "fraction of training where GMP reaches the target sparsity")
@@ -109,6 +113,7 @@ class StepInfo:
     counts: tuple[int, ...]  # active weights per sparse layer during this step's forward/backward
     dense_backward: bool  # the step needed the gradient of every weight, masked ones included
     updated: bool = False  # the masks changed after this step
+    stepped: bool = True  # the optimizer stepped (False: a mask-update iteration in place of a step)
     grown: int | None = None  # connections that became active in that update
 
 
@@ -321,6 +326,8 @@ class Sparsifier:
     # bool masks (about 3x slower per element on CPU). Call apply_masks() after changing it.
     fast_masks: bool = True
     accepts_masks: ClassVar[bool] = True  # can start from given masks (restarts, lottery tickets)
+    drop_grow: ClassVar[bool] = False  # updates on a DropGrowSchedule (update iterations may skip the step)
+    reference_skips_step: ClassVar[bool] = False  # its reference code updates in place of an optimizer step
 
     def __init__(
         self,
@@ -336,6 +343,10 @@ class Sparsifier:
     ):
         self.config = config or SparsityConfig()
         self.config.validate()
+        skip = self.config.skip_step_on_update
+        self.skips_step = self.reference_skips_step if skip is None else skip
+        if self.skips_step and not self.drop_grow:
+            raise ValueError(f"skip_step_on_update applies to drop/grow methods (set, snfs, rigl, dsr), not {self.name}")
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
             raise ValueError(f"total_steps must be a positive int (the run's optimizer steps), got {total_steps!r}")
         self.model, self.optimizer, self.total_steps = model, optimizer, total_steps
@@ -555,7 +566,8 @@ class Sparsifier:
                 torch._foreach_mul_(*map(list, zip(*present)))
         elif hot:
             torch._foreach_mul_(hot, self._hot_multipliers)
-        if not (update and self.config.skip_step_on_update):
+        info.stepped = not (update and self.skips_step)
+        if info.stepped:
             self.optimizer.step() if scaler is None else scaler.step(self.optimizer)
         if self.remask_weights and self._hot:
             torch._foreach_mul_(self._hot_weights, self._hot_multipliers)
@@ -671,6 +683,12 @@ class Sparsifier:
         self.masks = masks
         self.load_extra_state(state.get("extra", {}))
         self.apply_masks()
+
+    def drop_grow_schedule(self) -> DropGrowSchedule:
+        """The drop/grow schedule of the config: every `delta_t` steps until `t_end`, with `alpha` annealed."""
+        c = self.config
+        return DropGrowSchedule(c.delta_t, self.steps_fraction(c.t_end), c.alpha, c.anneal,
+                                first=0 if c.update_at_start else None, skip=self.skips_step)
 
     def steps_fraction(self, fraction: float) -> int:
         """A fraction of training as a step count."""

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from .base import Sparsifier, keyed_generator, topk_mask
-from .schedules import DropGrowSchedule
 
 
 @torch.no_grad()
@@ -82,11 +81,12 @@ class DSR(Sparsifier):
 
     name = "dsr"
     dynamic = True
+    drop_grow = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         c = self.config
-        self.schedule = DropGrowSchedule(c.delta_t, self.steps_fraction(c.t_end), c.alpha, c.anneal)
+        self.schedule = self.drop_grow_schedule()
         self.threshold = float(c.dsr_threshold)
         fraction = c.dsr_prune_fraction
         self.tolerance = c.dsr_tolerance

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from .base import MaskChange, Sparsifier, keyed_generator, sample_positions, topk_indices
-from .schedules import DropGrowSchedule
 
 
 class SET(Sparsifier):
@@ -20,11 +19,11 @@ class SET(Sparsifier):
 
     name = "set"
     dynamic = True
+    drop_grow = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        c = self.config
-        self.schedule = DropGrowSchedule(c.delta_t, self.steps_fraction(c.t_end), c.alpha, c.anneal)
+        self.schedule = self.drop_grow_schedule()
 
     def is_update_step(self, t: int) -> bool:
         return self.schedule.is_update(t)
@@ -79,6 +78,7 @@ class RigL(SET):
     """
 
     name = "rigl"
+    reference_skips_step = True
 
     def uses_dense_gradient(self, t: int) -> bool:
         return self.is_update_step(t)
