@@ -7,18 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from benchmark.parser import Parser
+
 from .runs import DEFAULT_RUNS, METRICS
 
 DEFAULT_FIGURES = "results/figures"
 DEFAULT_TABLES = "results/tables"
 DEFAULT_LANDSCAPE = "results/landscape"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (the usage is in --help)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_runs_flags(p: argparse.ArgumentParser) -> None:
@@ -36,10 +31,10 @@ def _add_runs_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m analysis",
+    parser = Parser(prog="python -m analysis",
                      description="Figures, tables and loss landscapes from sparsebench results "
                                  "(runs.csv and run folders written by `python -m benchmark run`).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True)
 
     plot = sub.add_parser(
         "plot", help="accuracy vs training FLOPs / sparsity / inference FLOPs, layer densities, mask updates",

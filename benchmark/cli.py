@@ -21,8 +21,9 @@ from .config import DEFAULT_PRESET, PRESET_NOTES, PRESETS, RunConfig, preset_con
 from .data import DATASETS
 from .flops import extra_flops
 from .models import MODELS, build_model
+from .parser import Parser
 
-GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds, --preset
+GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds/--seed, --preset
 DEFAULT_METHODS = "dense,static,snip,gmp,set,rigl"
 DEFAULT_SPARSITY = "0.9"
 
@@ -60,7 +61,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m benchmark",
         description="Train sparse networks (RigL, SET, SNFS, SNIP, static, GMP, dense, small-dense) side by side, "
                     "count their FLOPs, and write results CSVs.")
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", default=DEFAULT_METHODS,
                      help=f"comma list or 'all' (default {DEFAULT_METHODS}); dense runs once, at sparsity 0")
     run.add_argument("--sparsity", default=DEFAULT_SPARSITY, help="comma list of sparsities in [0, 1) (default 0.9)")
-    run.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", default=None, help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
+    seeds.add_argument("--seed", type=int, default=None, help="exactly one seed N (--seeds N means the N seeds 0..N-1)")
     run.add_argument("--out", default="results", help="output folder: runs.csv and runs/<run id>/ (default results)")
     run.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -143,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .sweep import dry_run_table, expand_grid, parse_seeds, run_sweep
     from .results import read_runs, summarize, summary_markdown
 
-    configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), parse_seeds(args.seeds),
+    seeds = [args.seed] if args.seed is not None else parse_seeds("1" if args.seeds is None else args.seeds)
+    configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), seeds,
                           **overrides_from(args))
     replicas = distributed.setup(configs[0].device)
     if replicas.parallel and (args.workers > 1 or args.executor != "local"):
@@ -165,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sparsity = (f"layer sparsity {','.join(f'{v:g}' for v in configs[0].layer_sparsity)}"
                 if configs[0].layer_sparsity else f"sparsity {args.sparsity}")
     say(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, {sparsity}, "
-        f"seeds {args.seeds}; results in {out}/runs.csv"
+        f"seeds {','.join(map(str, seeds))}; results in {out}/runs.csv"
         + (f"; data-parallel over {replicas.world_size} processes" if replicas.parallel else ""))
     run_sweep(configs, out, args.workers, say, executor=args.executor, ray_address=args.ray_address,
               cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, retries=args.retries)
