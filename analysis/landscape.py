@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from benchmark.config import RunConfig
+from benchmark.config import RunConfig, check_device
 from benchmark.data import (
     DataBundle,
     eval_batches,
@@ -47,6 +47,7 @@ from benchmark.train import (
     load_checkpoint,
     resolve_device,
 )
+from methods.base import check_types
 
 from .runs import read_log
 
@@ -366,6 +367,9 @@ class LandscapeSettings:
     device: str = "auto"
 
     def validate(self) -> None:
+        """ValueError naming the flag for a value of the wrong type (numbers finite) or out of range."""
+        check_types(self)
+        check_device(self.device)
         unknown = [p for p in self.paths if p not in PATHS]
         checks = [
             (not unknown, f"unknown path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}"),
@@ -377,6 +381,8 @@ class LandscapeSettings:
             (self.bezier_degree >= 2, "--bezier-degree must be >= 2 (2: quadratic, 3: cubic)"),
             (self.bezier_steps >= 0 and self.bezier_epochs > 0, "--bezier-steps must be >= 0, --bezier-epochs > 0"),
             (self.bezier_lr >= 0, "--bezier-lr must be >= 0 (0: the run's lr)"),
+            (0 <= self.bezier_momentum < 1, "bezier_momentum must be in [0, 1)"),
+            (self.seed >= 0, "--seed must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.files import check_numbers
 from benchmark.results import (
     DENSE_METHODS,
     ResultsError,
@@ -55,6 +56,7 @@ def load_runs(runs: str | Path | pd.DataFrame | None = None, run_dirs: list[str 
     missing = [c for c in NEEDED_COLUMNS if c not in df.columns]
     if missing:
         raise ResultsError(f"{source} lacks column(s) {', '.join(missing)}; it is not a runs.csv written by this suite")
+    check_numbers(df, source, NUMERIC_COLUMNS)
     for column in NUMERIC_COLUMNS:
         if column in df.columns:
             df[column] = pd.to_numeric(df[column], errors="coerce")

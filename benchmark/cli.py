@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import methods
 from . import distributed, export, perf
 from .config import DEFAULT_PRESET, PRESET_NOTES, PRESETS, RunConfig, preset_config
 from .data import DATASETS
+from .files import check_numbers, check_out_dir, replace_atomic, write_text_atomic
 from .flops import extra_flops
 from .models import MODELS, build_model
 from .parser import Parser
@@ -26,6 +27,9 @@ from .parser import Parser
 GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds/--seed, --preset
 DEFAULT_METHODS = "dense,static,snip,gmp,set,rigl"
 DEFAULT_SPARSITY = "0.9"
+# runs.csv columns `summarize` groups or averages on: each cell must be a number
+SUMMARY_NUMBERS = ["sparsity", "multiplier", "seed", "test_accuracy", "test_loss", "train_flops_multiplier",
+                   "inference_flops_multiplier", "wall_time_s"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -132,23 +136,29 @@ def _sparsities(text: str) -> list[float]:
     return values
 
 
-def _check_writable(out: Path) -> None:
-    """Create `out` and write a probe file in it, or raise ValueError naming the folder."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ValueError(f"--out {out} is not writable ({err.strerror}); pass a folder you can write to") from None
+def _check_executor(args: argparse.Namespace) -> None:
+    """ValueError naming the flag for a bad number of workers or bad Ray resources."""
+    checks = [
+        (args.workers >= 1, "--workers must be >= 1"),
+        (math.isfinite(args.cpus_per_run) and args.cpus_per_run > 0, "--cpus-per-run must be a number > 0"),
+        (math.isfinite(args.gpus_per_run) and args.gpus_per_run >= 0, "--gpus-per-run must be a number >= 0"),
+        (args.retries >= 0, "--retries must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Check every setting, the device and --out before any folder is made, then train the grid."""
     from .sweep import dry_run_table, expand_grid, parse_seeds, run_sweep
     from .results import read_runs, summarize, summary_markdown
+    from .train import resolve_device
 
     seeds = [args.seed] if args.seed is not None else parse_seeds("1" if args.seeds is None else args.seeds)
     configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), seeds,
                           **overrides_from(args))
+    _check_executor(args)
     replicas = distributed.setup(configs[0].device)
     if replicas.parallel and (args.workers > 1 or args.executor != "local"):
         raise ValueError("under torchrun every process trains the same run: use --workers 1 --executor local")
@@ -162,10 +172,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                    "inference_multiplier", "train_flops"]
         print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         return 0
+    resolve_device(configs[0].device)
     if replicas.main:
-        _check_writable(out)
-    if args.workers < 1:
-        raise ValueError("--workers must be >= 1")
+        check_out_dir(args.out)
     sparsity = (f"layer sparsity {','.join(f'{v:g}' for v in configs[0].layer_sparsity)}"
                 if configs[0].layer_sparsity else f"sparsity {args.sparsity}")
     say(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, {sparsity}, "
@@ -201,15 +210,23 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
+    """Everything is read and computed before summary.csv and summary.md are written, each in one step."""
     from .results import read_runs, summarize, summary_markdown
 
+    if not args.runs:
+        raise ValueError("--runs is empty; pass a runs.csv or the results folder holding it")
     runs = Path(args.runs)
-    summary = summarize(read_runs(runs))
-    out = Path(args.out) if args.out else runs.parent
-    _check_writable(out)
-    summary.to_csv(out / "summary.csv", index=False)
+    runs = runs / "runs.csv" if runs.is_dir() else runs
+    out = runs.parent if args.out is None else args.out
+    check_out_dir(out)
+    df = read_runs(runs)
+    check_numbers(df, runs, SUMMARY_NUMBERS)
+    summary = summarize(df)
     markdown = summary_markdown(summary)
-    (out / "summary.md").write_text(markdown)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    replace_atomic(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    write_text_atomic(out / "summary.md", markdown)
     print(markdown)
     print(f"written: {out / 'summary.csv'}, {out / 'summary.md'}")
     return 0

@@ -220,6 +220,8 @@ def export_sparse(source: str | os.PathLike, path: str | os.PathLike) -> dict[st
     shape, its dense tensors, and each sparse Linear/Conv2d weight as CSR components
     (`crow_indices`, `col_indices`, `values`, `shape`). Read it back with `load_sparse`.
     """
+    from .train import save_atomic
+
     model, masks, meta = load_run(source)
     sparse_names = [n for n, m in masks.items() if not bool(m.all())
                     and isinstance(model.get_submodule(n), (nn.Linear, nn.Conv2d))]
@@ -239,9 +241,7 @@ def export_sparse(source: str | os.PathLike, path: str | os.PathLike) -> dict[st
     payload = {"format": FORMAT, **meta, "dense": dense, "sparse": layers}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_atomic(payload, path)
     nnz = sum(int(layer["values"].numel()) for layer in layers.values())
     total = sum(masks[n].numel() for n in sparse_names)
     return {"path": str(path), "bytes": path.stat().st_size, "sparse_layers": sparse_names, "nnz": nnz,
@@ -304,8 +304,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def _check_out_file(out: str) -> None:
+    """ValueError naming the fix unless OUT can be a file: not empty, not a folder, in a folder that can be made."""
+    from .files import check_out_dir
+
+    if not out or Path(out).is_dir():
+        raise ValueError(f"OUT {out!r} is {'a folder' if out else 'empty'}; pass a file name such as model.sparse.pt")
+    check_out_dir(Path(out).parent, "OUT's folder")
+
+
 def run(args: argparse.Namespace) -> int:
     """`python -m benchmark export RUN_DIR OUT`."""
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1 (random inputs for the output check)")
+    _check_out_file(args.out)
     summary = export_sparse(args.source, args.out)
     model, masks, meta = load_run(args.source)
     reference = masked_dense(model, masks)

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import signal
 import subprocess
 import time
@@ -35,8 +34,9 @@ from torch.nn.parallel import DistributedDataParallel
 import methods
 
 from . import distributed
-from .config import RunConfig
+from .config import RunConfig, check_device
 from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
+from .files import replace_atomic, write_text_atomic
 from .flops import FlopCounter, FlopSummary, forward_flops, plan
 from .models import build_model
 
@@ -55,12 +55,19 @@ class CheckpointError(ValueError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available (this process's GPU under torchrun), else CPU; anything else must be available."""
+    """`auto` is CUDA when available (this process's GPU under torchrun), else CPU; anything else must be
+    a device name `check_device` knows, and available here (ValueError naming the fix otherwise)."""
+    check_device(name)
     if name == "auto":
         return torch.device(f"cuda:{distributed.current().local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s); use --device cuda:0 .. cuda:{torch.cuda.device_count() - 1} or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for but MPS is not available; use --device cpu or auto")
     return device
 
 
@@ -146,10 +153,8 @@ class CsvLog:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through a temporary file: a crash never leaves half a checkpoint, a failure no temporary file."""
+    replace_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -280,7 +285,9 @@ def plan_run(cfg: RunConfig) -> FlopSummary:
     plan adds the planned FLOPs of its dense run, as its training does."""
     info = DATASETS[cfg.dataset]
     train_size = cfg.train_subset or round(info.train_size * (1 - cfg.val_fraction))
-    epoch_steps = max(1, train_size // cfg.batch_size)
+    if train_size < cfg.batch_size:  # as training would (steps_per_epoch)
+        raise ValueError(f"batch size {cfg.batch_size} exceeds the {train_size} training examples of {cfg.dataset}")
+    epoch_steps = train_size // cfg.batch_size
     init = [(torch.randn(2, *info.input_shape), torch.zeros(2, dtype=torch.long))] if cfg.method == "snip" else []
     run = setup_run(cfg, info.num_classes, info.input_shape, epoch_steps, torch.device("cpu"), init)
     summary = plan(run.sparsifier, run.counter, run.reference_steps,
@@ -312,7 +319,6 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     if cfg.batch_size % replicas.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by the "
                          f"{replicas.world_size} data-parallel processes")
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_root or None, val_fraction=cfg.val_fraction,
                         train_subset=cfg.train_subset or None, device=device)
@@ -336,6 +342,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     checkpoint_every = -(-cfg.checkpoint_every // log_every) * log_every
     eval_every = cfg.eval_every or epoch_steps
     state = {"step": 0, "elapsed": 0.0, "best": None, "loss_sum": 0.0, "correct": 0, "seen": 0}
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now that data, model and method are ready
     if checkpoint_path.exists():
         ckpt = load_checkpoint(checkpoint_path, device)
         try:
@@ -350,7 +357,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
                                   "delete it to restart that run from step 0") from None
     elif main:
         record = run_record(cfg, device, run.width, total, replicas.world_size)
-        (run_dir / "config.json").write_text(json.dumps(record, indent=2))
+        write_text_atomic(run_dir / "config.json", json.dumps(record, indent=2))
     for log in logs.values():
         log.start(state["step"])
     net = model
@@ -438,7 +445,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     metrics["replica_fingerprints"] = replicas.check("final weights and masks",
                                                      [*model.parameters(), *sparsifier.masks])
     if main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -39,8 +39,6 @@ class DeepR(Sparsifier):
         c = self.config
         self.l1 = c.deepr_l1
         self.temperature = c.deepr_temperature
-        if self.l1 < 0 or self.temperature < 0:
-            raise ValueError(f"deepr needs deepr_l1 >= 0 and deepr_temperature >= 0; got {self.l1}, {self.temperature}")
         if c.skip_step_on_update:
             raise ValueError("deepr rewires after every step; skip_step_on_update would skip every optimizer step")
         self.rewired = [k < n for k, n in zip(self.targets, self.sizes)]
