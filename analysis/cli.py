@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmark.files import check_out_dir
+from benchmark.files import check_out_dir, read_json
 from benchmark.parser import Parser
 
 from .runs import DEFAULT_RUNS, METRICS
@@ -174,10 +174,7 @@ def _landscape_tables(folder: Path, restart: bool = True) -> tuple:
     from .runs import read_landscape, read_restart
 
     how = "pass a folder written by `python -m analysis landscape`"
-    try:
-        labels = json.loads((folder / "landscape.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{folder / 'landscape.json'} is missing or not JSON ({err}); {how}") from None
+    labels = read_json(folder / "landscape.json", how)
     labels = labels if isinstance(labels, dict) else {}
     start, end = (str(labels.get(k, "")).split()[:1] for k in ("start_label", "end_label"))
     if not (start and end):

@@ -2,7 +2,6 @@
 logs) and the paper's numbers, with clear errors for missing or unusable input."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.files import check_numbers
+from benchmark.files import RERUN, check_numbers, read_json, read_run_config
 from benchmark.results import (
     DENSE_METHODS,
     ResultsError,
@@ -21,6 +20,8 @@ from benchmark.results import (
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PAPER_CSV = PACKAGE_DIR / "data" / "paper-results.csv"
+PAPER_COLUMNS = ["dataset", "model", "method", "distribution", "train_multiplier", "sparsity", "top1_accuracy",
+                 "top1_std", "train_flops_x", "test_flops_x"]
 DEFAULT_RUNS = Path("results/runs.csv")
 NUMERIC_COLUMNS = ["sparsity", "multiplier", "seed", "steps", "test_accuracy", "best_test_accuracy", "test_loss",
                    "val_accuracy", "train_flops_multiplier", "inference_flops_multiplier", "train_flops",
@@ -175,21 +176,17 @@ class RunRecord:
 def read_run(path: str | Path) -> RunRecord:
     """Read config.json, metrics.json (None if the run has not finished) and updates.csv of a run folder."""
     path = Path(path)
-    config_path = path / "config.json"
-    if not config_path.is_file():
+    if not (path / "config.json").is_file():
         raise ResultsError(f"{path} is not a run folder (no config.json)")
-    try:
-        record = json.loads(config_path.read_text())
-        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else None
-    except json.JSONDecodeError as err:
-        raise ResultsError(f"{path} has an unreadable JSON file ({err.msg}); re-run that run") from None
+    record, _ = read_run_config(path)
+    metrics = read_json(path / "metrics.json", RERUN) if (path / "metrics.json").is_file() else None
     updates = pd.DataFrame()
     if (path / "updates.csv").is_file():
         try:
             updates = pd.read_csv(path / "updates.csv")
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             updates = pd.DataFrame()
-    return RunRecord(path, record.get("config", {}), record, metrics, updates)
+    return RunRecord(path, record["config"], record, metrics, updates)
 
 
 def read_log(path: str | Path, name: str = "log.csv") -> pd.DataFrame:
@@ -207,10 +204,8 @@ def read_log(path: str | Path, name: str = "log.csv") -> pd.DataFrame:
 
 def load_paper(path: str | Path = PAPER_CSV) -> pd.DataFrame:
     """analysis/data/paper-results.csv: the paper's accuracies and FLOP multipliers."""
-    try:
-        paper = pd.read_csv(path, keep_default_na=True)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ResultsError(f"cannot read the paper's numbers from {path} ({err})") from None
+    paper = _read_table(path, PAPER_COLUMNS, "table of reference numbers in the paper-results.csv format",
+                        f"pass a CSV with the columns of {PAPER_CSV.name}")
     paper["distribution"] = paper["distribution"].fillna("").astype(str)
     return paper
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import warnings
@@ -183,32 +182,25 @@ def masked_dense(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modu
 # ----- files ----------------------------------------------------------------------------------
 
 
-def _run_files(source: str | os.PathLike) -> tuple[dict[str, Any], Path]:
-    """(config.json record, checkpoint path) of a run folder or of a checkpoint inside one."""
-    from .train import checkpoint_file
-
-    checkpoint = checkpoint_file(source)
-    config_path = checkpoint.parent / "config.json"
-    if not config_path.exists():
-        raise ValueError(f"no config.json beside {checkpoint}; export needs a run folder written by "
-                         "`python -m benchmark run`")
-    return json.loads(config_path.read_text()), checkpoint
-
-
 def load_run(source: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
     """(model with the run's final weights, {layer: mask}, meta) of a run folder or its checkpoint.pt."""
     from .data import DATASETS
+    from .files import read_run_config
     from .models import build_model
-    from .train import load_checkpoint
+    from .train import checkpoint_file, load_run_state
 
-    record, checkpoint = _run_files(source)
-    cfg = record["config"]
-    info = DATASETS[cfg["dataset"]]
-    meta = {"model": cfg["model"], "num_classes": info.num_classes, "input_shape": list(info.input_shape),
-            "width": float(record.get("width", 1.0)), "run_id": record.get("run_id"), "method": cfg.get("method")}
-    state = load_checkpoint(checkpoint, torch.device(device))
+    checkpoint = checkpoint_file(source)
+    record, cfg = read_run_config(checkpoint.parent)
+    info = DATASETS[cfg.dataset]
+    meta = {"model": cfg.model, "num_classes": info.num_classes, "input_shape": list(info.input_shape),
+            "width": float(record["width"]), "run_id": record["run_id"], "method": cfg.method}
+    state = load_run_state(checkpoint, torch.device(device))
     model = build_model(meta["model"], meta["num_classes"], tuple(meta["input_shape"]), meta["width"]).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {checkpoint} does not fit the {cfg.model} its config.json names "
+                         f"({str(err).splitlines()[0]}); pass a run folder as `python -m benchmark run` wrote it") from None
     masks = {name: mask.to(torch.bool) for name, mask in state["sparsifier"]["masks"].items()}
     return model.eval(), masks, meta
 

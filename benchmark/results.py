@@ -4,13 +4,13 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .config import RunConfig
+from .files import RERUN, read_json, read_run_config
 
 # The runs.csv schema; README "Results" documents each column.
 RUN_COLUMNS = [
@@ -144,10 +144,12 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per finished run folder (config.json + metrics.json), the shrinkbench-style aggregator."""
     rows = []
     for d in run_dirs:
-        metrics_path, config_path = d / "metrics.json", d / "config.json"
+        metrics_path = d / "metrics.json"
         if not metrics_path.exists():
             continue
-        record = json.loads(config_path.read_text())
-        cfg = RunConfig(**record["config"])
-        rows.append(run_row(cfg, json.loads(metrics_path.read_text()), record["device"], record.get("world_size", 1)))
+        record, cfg = read_run_config(d)
+        try:
+            rows.append(run_row(cfg, read_json(metrics_path, RERUN), record["device"], record.get("world_size", 1)))
+        except (KeyError, TypeError) as err:
+            raise ResultsError(f"{metrics_path} lacks {err} or is not a metrics.json of this suite; {RERUN}") from None
     return pd.DataFrame(rows, columns=RUN_COLUMNS)

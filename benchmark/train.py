@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import signal
 import subprocess
 import time
@@ -36,7 +37,7 @@ import methods
 from . import distributed
 from .config import RunConfig, check_device
 from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
-from .files import replace_atomic, write_text_atomic
+from .files import RERUN, read_json, replace_atomic, write_text_atomic
 from .flops import FlopCounter, FlopSummary, forward_flops, plan
 from .models import build_model
 
@@ -166,14 +167,38 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """Read a checkpoint, or raise CheckpointError naming the file and the fix."""
+def load_checkpoint(path: Path, device: torch.device) -> Any:
+    """Read a checkpoint of tensors and plain values (`weights_only=True`: loading never runs code from the
+    file), or raise CheckpointError naming the file and the fix."""
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # any unpickling or zip error means the file is unusable
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}); delete it to restart that run from step 0"
-        ) from None
+        text = str(err).split("WeightsUnpickler error:")[-1]  # torch's cause, after its general advice
+        code = re.search(r"GLOBAL (\S+)", text)
+        if code:
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects ({code[1]}) that loading would run as code, not only "
+                "tensors and plain values; it was not written by sparsebench and is refused: delete it to restart "
+                "that run from step 0") from None
+        cause = next((line.strip() for line in text.splitlines() if line.strip()), "")[:120]
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}{': ' * bool(cause)}{cause}); "
+                              "delete it to restart that run from step 0") from None
+
+
+def _tensor_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(torch.is_tensor(v) for v in value.values())
+
+
+def load_run_state(source: str | Path, device: torch.device) -> dict[str, Any]:
+    """The checkpoint of a run folder (or the checkpoint.pt itself), checked to hold model weights and
+    masks; CheckpointError naming the file and the fix otherwise."""
+    path = checkpoint_file(source)
+    state = load_checkpoint(path, device)
+    sparsifier = state.get("sparsifier") if isinstance(state, dict) else None
+    if not (isinstance(sparsifier, dict) and _tensor_dict(state.get("model")) and _tensor_dict(sparsifier.get("masks"))):
+        raise CheckpointError(f"checkpoint {path} holds no model weights and masks; pass a run folder written by "
+                              "`python -m benchmark run` (or its checkpoint.pt)")
+    return state
 
 
 class _StopFlag:
@@ -239,13 +264,13 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
     model = build(width).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     masks = None
     if cfg.init_from:
-        start = load_checkpoint(checkpoint_file(cfg.init_from), device)
+        start = load_run_state(cfg.init_from, device)
         model.load_state_dict(start["model"])
         masks = start["sparsifier"]["masks"]
     if cfg.pretrain_config():
         trained = model.state_dict()
         if pretrain is not None:
-            trained = load_checkpoint(checkpoint_file(pretrain), device)["model"]
+            trained = load_run_state(pretrain, device)["model"]
             model.load_state_dict(load_checkpoint(rewind_file(pretrain), device))
         masks = methods.ticket_masks(model, trained, cfg.sparsity_config())
     optimizer = make_optimizer(cfg, model)
@@ -275,7 +300,7 @@ def pretrained(cfg: RunConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] | N
         return None
     folder = run_dir.parent / dense.run_id()
     done = folder / "metrics.json"
-    return folder, (json.loads(done.read_text()) if done.exists() else train(dense, folder))
+    return folder, (read_json(done, RERUN) if done.exists() else train(dense, folder))
 
 
 def plan_run(cfg: RunConfig) -> FlopSummary:
@@ -352,7 +377,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
             sparsifier.load_state_dict(ckpt["sparsifier"])
             flops.load_state_dict(ckpt["flops"])
             state = ckpt["state"]
-        except (KeyError, RuntimeError, ValueError) as err:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise CheckpointError(f"checkpoint {checkpoint_path} does not match this run ({str(err).splitlines()[0]}); "
                                   "delete it to restart that run from step 0") from None
     elif main:

@@ -1,6 +1,8 @@
 """Bad input to either command line is one `error: ...` line naming the problem and the fix, exit code 2,
 and leaves what is on disk as it was: no --out or run folder created, nothing half-written."""
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -219,3 +221,65 @@ def test_plot_checks_the_landscape_folder_before_drawing(tmp_path, capsys):
                           str(tmp_path / "landscape"), "--out", str(out)]) == 2
     assert "landscape.json lacks start_label and end_label" in error_line(capsys)
     assert not out.exists()
+
+
+# ---- run folders given to export and analysis --------------------------------------------------
+
+def broken_copy(source: Path, folder: Path, edit=None, raw: bytes | None = None, file="config.json") -> Path:
+    """A copy of run folder `source` with its config.json (or `file`) edited or replaced by `raw`."""
+    shutil.copytree(source, folder)
+    if raw is not None:
+        (folder / file).write_bytes(raw)
+    else:
+        record = json.loads((folder / file).read_text())
+        edit(record)
+        (folder / file).write_text(json.dumps(record))
+    return folder
+
+
+RECORD_DAMAGE = [
+    (lambda r: r["config"].pop("dataset"), None, "config.json lacks config.dataset; restore it, or delete the run "
+                                                 "folder and run `python -m benchmark run` again"),
+    (lambda r: r["config"].pop("model"), None, "config.json lacks config.model"),
+    (lambda r: r.pop("width"), None, "config.json lacks width"),
+    (lambda r: r["config"].update(dataset="svhn"), None, "holds a bad setting (unknown dataset 'svhn'; known datasets"),
+    (lambda r: r["config"].update(model="vgg"), None, "holds a bad setting (unknown model 'vgg'; known models"),
+    (lambda r: r["config"].update(lr="fast"), None, "holds a bad setting (lr must be a finite number, got 'fast')"),
+    (lambda r: r["config"].update(colour="red"), None, "has setting(s) colour unknown to this version of sparsebench"),
+    (None, b"[1, 2]", "config.json holds no run settings ('config')"),
+    (None, b'{"config": ', "config.json is not valid JSON (Expecting value at line 1 column 12)"),
+]
+
+
+@pytest.mark.parametrize("edit,raw,message", RECORD_DAMAGE)
+def test_export_names_a_damaged_config_json(finished_run, tmp_path, capsys, edit, raw, message):
+    run = broken_copy(finished_run, tmp_path / "run", edit, raw)
+    assert main(["export", str(run), str(tmp_path / "model.pt")]) == 2
+    assert f"error: {run / 'config.json'}" in (err := error_line(capsys)) and message in err
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["plot", "table"])
+@pytest.mark.parametrize("edit,raw,message", [RECORD_DAMAGE[i] for i in (0, 3, 4, 6, 8)])
+def test_analysis_names_a_damaged_config_json(tmp_path, capsys, command, edit, raw, message):
+    run = broken_copy(FIXTURE_RUN, tmp_path / "runs" / FIXTURE_RUN.name, edit, raw)
+    assert analysis_main([command, "--run-dirs", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert f"error: {run / 'config.json'}" in (err := error_line(capsys)) and message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b"{nope", "metrics.json is not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2)"),
+    (b"{}", "metrics.json lacks 'flops' or is not a metrics.json of this suite"),
+])
+def test_analysis_names_a_damaged_metrics_json(tmp_path, capsys, raw, message):
+    run = broken_copy(FIXTURE_RUN, tmp_path / "runs" / FIXTURE_RUN.name, raw=raw, file="metrics.json")
+    assert analysis_main(["table", "--run-dirs", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert f"error: {run / 'metrics.json'}" in (err := error_line(capsys)) and message in err
+
+
+def test_paper_csv_without_its_columns_is_named(tmp_path, capsys):
+    (tmp_path / "paper.csv").write_text("a,b\n1,2\n")
+    assert analysis_main(["plot", "--runs", str(FIXTURE_RUN.parent.parent / "runs.csv"), "--paper-csv",
+                          str(tmp_path / "paper.csv"), "--out", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'paper.csv'} lacks column(s) dataset, model" in error_line(capsys)
