@@ -392,6 +392,7 @@ class Sparsifier:
             )
         self.names = [name for name, _ in layers]
         self.weights = [weight for _, weight in layers]
+        self._check_optimizer()
         self.sizes = [w.numel() for w in self.weights]
         self.t = 0
         self.loss_fn = loss_fn or nn.functional.cross_entropy
@@ -404,6 +405,19 @@ class Sparsifier:
         self.counts = [int(m.sum()) for m in masks]
         self.masks = [m.to(device=w.device, dtype=torch.bool) for m, w in zip(masks, self.weights)]
         self.apply_masks()
+
+    def _check_optimizer(self) -> None:
+        """ValueError unless the optimizer steps every sparse weight (masks would guard weights it never trains)."""
+        groups = getattr(self.optimizer, "param_groups", None)
+        if groups is None:
+            raise ValueError(f"optimizer must be a torch.optim.Optimizer over the model's parameters, got "
+                             f"{type(self.optimizer).__name__}")
+        held = {id(p) for group in groups for p in group["params"]}
+        missing = [n for n, w in zip(self.names, self.weights) if id(w) not in held]
+        if missing:
+            raise ValueError(f"the optimizer does not hold the sparse weight(s) of {', '.join(missing)}; create it "
+                             "from this model's parameters (e.g. torch.optim.SGD(model.parameters(), ...)) and pass "
+                             "that model and optimizer to methods.create")
 
     # ----- masks and the step's cached views of them --------------------------------------------
     #

@@ -223,6 +223,16 @@ def test_plot_checks_the_landscape_folder_before_drawing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_an_optimizer_without_the_sparse_weights_is_refused():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    other = torch.nn.Linear(64, 10)
+    with pytest.raises(ValueError, match=r"the optimizer does not hold the sparse weight\(s\) of 1; create it from "
+                                         r"this model's parameters"):
+        methods.create("rigl", model, torch.optim.SGD(other.parameters(), lr=0.1), total_steps=10, sparsity=0.5)
+    with pytest.raises(ValueError, match="optimizer must be a torch.optim.Optimizer"):
+        methods.create("rigl", model, None, total_steps=10, sparsity=0.5)
+
+
 # ---- run folders given to export and analysis --------------------------------------------------
 
 def broken_copy(source: Path, folder: Path, edit=None, raw: bytes | None = None, file="config.json") -> Path:
