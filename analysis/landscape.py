@@ -42,7 +42,7 @@ from benchmark.data import (
 )
 from benchmark.files import read_run_config
 from benchmark.models import build_model
-from benchmark.train import checkpoint_file, load_run_state, resolve_device
+from benchmark.train import checkpoint_file, load_run_state, load_weights, resolve_device
 from methods.base import check_types
 
 from .runs import read_log
@@ -419,6 +419,8 @@ def run_landscape(path_a: str | Path, path_b: str | Path, settings: LandscapeSet
     data = load_dataset(cfg.dataset, cfg.data_root or None, val_fraction=cfg.val_fraction,
                         train_subset=cfg.train_subset or None, device=device)
     model = build_model(cfg.model, data.num_classes, data.input_shape, a.width).to(device)
+    for s in (a, b):
+        load_weights(model, s.state, s.checkpoint)  # a checkpoint that does not fit its config.json is named
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     batch_size = settings.batch_size or cfg.batch_size
     evaluator = Evaluator(model, criterion, _batches(data, "train", batch_size, settings.train_batches),

@@ -187,7 +187,7 @@ def load_run(source: str | os.PathLike, device: str | torch.device = "cpu") -> t
     from .data import DATASETS
     from .files import read_run_config
     from .models import build_model
-    from .train import checkpoint_file, load_run_state
+    from .train import checkpoint_file, load_run_state, load_weights
 
     checkpoint = checkpoint_file(source)
     record, cfg = read_run_config(checkpoint.parent)
@@ -196,11 +196,7 @@ def load_run(source: str | os.PathLike, device: str | torch.device = "cpu") -> t
             "width": float(record["width"]), "run_id": record["run_id"], "method": cfg.method}
     state = load_run_state(checkpoint, torch.device(device))
     model = build_model(meta["model"], meta["num_classes"], tuple(meta["input_shape"]), meta["width"]).to(device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {checkpoint} does not fit the {cfg.model} its config.json names "
-                         f"({str(err).splitlines()[0]}); pass a run folder as `python -m benchmark run` wrote it") from None
+    load_weights(model, state["model"], checkpoint)
     masks = {name: mask.to(torch.bool) for name, mask in state["sparsifier"]["masks"].items()}
     return model.eval(), masks, meta
 

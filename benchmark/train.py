@@ -201,6 +201,16 @@ def load_run_state(source: str | Path, device: torch.device) -> dict[str, Any]:
     return state
 
 
+def load_weights(model: nn.Module, weights: Any, path: Path) -> None:
+    """`model.load_state_dict(weights)`, or CheckpointError naming checkpoint `path` when they do not fit."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError) as err:
+        cause = str(err).strip().splitlines()[-1].strip()[:150]  # after torch's "Error(s) in loading ..." line
+        raise CheckpointError(f"checkpoint {path} does not fit the model of the run's settings ({cause}); pass a run "
+                              "of the same model, dataset and width") from None
+
+
 class _StopFlag:
     """Turns SIGINT into a flag the loop checks between steps, so state is saved consistently."""
 
@@ -265,13 +275,14 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
     masks = None
     if cfg.init_from:
         start = load_run_state(cfg.init_from, device)
-        model.load_state_dict(start["model"])
+        load_weights(model, start["model"], checkpoint_file(cfg.init_from))
         masks = start["sparsifier"]["masks"]
     if cfg.pretrain_config():
         trained = model.state_dict()
         if pretrain is not None:
             trained = load_run_state(pretrain, device)["model"]
-            model.load_state_dict(load_checkpoint(rewind_file(pretrain), device))
+            rewind = rewind_file(pretrain)
+            load_weights(model, load_checkpoint(rewind, device), rewind)
         masks = methods.ticket_masks(model, trained, cfg.sparsity_config())
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, epoch_steps))
@@ -376,6 +387,8 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
             scheduler.load_state_dict(ckpt["scheduler"])
             sparsifier.load_state_dict(ckpt["sparsifier"])
             flops.load_state_dict(ckpt["flops"])
+            if not state.keys() <= ckpt["state"].keys():
+                raise KeyError(f"loop state without {', '.join(sorted(state.keys() - ckpt['state'].keys()))}")
             state = ckpt["state"]
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise CheckpointError(f"checkpoint {checkpoint_path} does not match this run ({str(err).splitlines()[0]}); "

@@ -118,3 +118,27 @@ def test_every_checkpoint_holds_only_tensors_and_plain_values(tmp_path, method, 
                                        else {"checkpoint.pt"})
     for f in files:
         torch.load(f, weights_only=True)  # would raise on anything but tensors and plain containers/values
+
+
+def test_a_checkpoint_of_another_model_is_named(finished, tmp_path, capsys):
+    (run,) = (finished / "runs").iterdir()
+    assert main(["run", *QUICK, "--model", "wrn-10-1", "--methods", "rigl", "--init-from", str(run),
+                 "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint {run / 'checkpoint.pt'} does not fit the model of the run's settings "
+                          "(Unexpected key(s) in state_dict: \"fc1.weight\"") and err.count("\n") == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_resuming_from_a_checkpoint_without_its_loop_state_is_named(finished, tmp_path, capsys):
+    out = tmp_path / "results"
+    shutil.copytree(finished, out)
+    (run,) = (out / "runs").iterdir()
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    del state["state"]["seen"]
+    torch.save(state, run / "checkpoint.pt")
+    (run / "metrics.json").unlink()
+    (out / "runs.csv").unlink()
+    assert main(["run", *QUICK, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: checkpoint {run / 'checkpoint.pt'} does not match this run ('loop state "
+                                       "without seen'); delete it to restart that run from step 0\n")
