@@ -121,7 +121,8 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            raise ResultsError(f"run folder {path} does not exist; pass run folders, or the folder holding them")
+            raise ResultsError(f"run folder {path} {'is a file' if path.exists() else 'does not exist'}; pass run "
+                               "folders, or the folder holding them")
         if (path / "config.json").is_file():
             found.append(path)
             continue

@@ -220,6 +220,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     out = runs.parent if args.out is None else args.out
     check_out_dir(out)
     df = read_runs(runs)
+    if df.empty:
+        raise ValueError(f"{runs} has no rows; run `python -m benchmark run` first or pass another --runs")
     check_numbers(df, runs, SUMMARY_NUMBERS)
     summary = summarize(df)
     markdown = summary_markdown(summary)

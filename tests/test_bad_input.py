@@ -150,6 +150,10 @@ def test_summarize_reads_everything_before_writing_anything(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv"]
     assert main(["summarize", "--runs", ""]) == 2
     assert "--runs is empty" in error_line(capsys)
+    runs.head(0).to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["summarize", "--runs", str(tmp_path / "runs.csv")]) == 2
+    assert f"{tmp_path / 'runs.csv'} has no rows; run `python -m benchmark run` first" in error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv"]
 
 
 def test_analysis_refuses_non_numbers_instead_of_dropping_rows(tmp_path, capsys):
