@@ -7,18 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from benchmark.files import check_out_dir, read_json
+from benchmark.parser import Parser
+
 from .runs import DEFAULT_RUNS, METRICS
 
 DEFAULT_FIGURES = "results/figures"
 DEFAULT_TABLES = "results/tables"
 DEFAULT_LANDSCAPE = "results/landscape"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (the usage is in --help)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_runs_flags(p: argparse.ArgumentParser) -> None:
@@ -36,10 +32,10 @@ def _add_runs_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m analysis",
+    parser = Parser(prog="python -m analysis",
                      description="Figures, tables and loss landscapes from sparsebench results "
                                  "(runs.csv and run folders written by `python -m benchmark run`).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True)
 
     plot = sub.add_parser(
         "plot", help="accuracy vs training FLOPs / sparsity / inference FLOPs, layer densities, mask updates",
@@ -138,6 +134,8 @@ def _csv_list(text: str | None) -> list[str] | None:
 def _load(args: argparse.Namespace):
     from .runs import find_run_dirs, load_runs, run_dirs_for, select
 
+    if args.runs == "" or "" in (args.run_dirs or []):
+        raise ValueError("--runs or --run-dirs is empty; pass a runs.csv, a results folder or run folders")
     runs_arg = args.runs if args.runs is not None else (None if args.run_dirs else DEFAULT_RUNS)
     df = load_runs(runs_arg, args.run_dirs)
     df = select(df, args.dataset, args.model, _csv_list(args.methods))
@@ -154,12 +152,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     formats = style.parse_formats(args.formats)
     figures = list(plots.FIGURES) if args.figures == "all" else _csv_list(args.figures) or []
+    check_out_dir(args.out)
     df, folders = _load(args)
     paper = load_paper(args.paper_csv) if args.paper_csv else (True if args.paper else None)
+    landscape = _landscape_tables(Path(args.landscape)) if args.landscape else None
     written = plots.make_figures(df, folders, args.out, formats, paper, figures, args.metric,
                                  report=lambda m: print(m, file=sys.stderr))
-    if args.landscape:
-        written += _landscape_figure(Path(args.landscape), Path(args.out), formats)
+    if landscape:
+        written += _landscape_figure(landscape, Path(args.out), formats)
     if not written:
         raise ValueError("no figure could be drawn from these runs (see the notes above)")
     for path in written:
@@ -168,22 +168,28 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _landscape_figure(folder: Path, out: Path, formats: list[str], restart: bool = True) -> list[Path]:
-    """The landscape figure of a `python -m analysis landscape` folder, from its saved tables (with
-    the restart panel when `restart` and the folder has restart/restart.csv)."""
-    from . import plots, style
+def _landscape_tables(folder: Path, restart: bool = True) -> tuple:
+    """(landscape.csv, restart/restart.csv if `restart` and it is there, else None, the two endpoints'
+    method names) of a `python -m analysis landscape` folder, read and checked before anything is drawn."""
     from .runs import read_landscape, read_restart
 
-    try:
-        labels = json.loads((folder / "landscape.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{folder / 'landscape.json'} is missing or not JSON ({err}); pass the folder written by "
-                         "`python -m analysis landscape`") from None
+    how = "pass a folder written by `python -m analysis landscape`"
+    labels = read_json(folder / "landscape.json", how)
+    labels = labels if isinstance(labels, dict) else {}
+    start, end = (str(labels.get(k, "")).split()[:1] for k in ("start_label", "end_label"))
+    if not (start and end):
+        raise ValueError(f"{folder / 'landscape.json'} lacks start_label and end_label; {how}")
     restart_csv = folder / "restart" / "restart.csv"
     restarts = read_restart(restart_csv) if restart and restart_csv.exists() else None
-    endpoints = (labels["start_label"].split()[0], labels["end_label"].split()[0])
-    fig = plots.loss_landscape(read_landscape(folder / "landscape.csv"), restarts, endpoints=endpoints)
-    return style.save_figure(fig, out, "landscape", formats)
+    return read_landscape(folder / "landscape.csv"), restarts, (start[0], end[0])
+
+
+def _landscape_figure(tables: tuple, out: Path, formats: list[str]) -> list[Path]:
+    """The landscape figure (with the restart panel when there is a restart table) from `_landscape_tables`."""
+    from . import plots, style
+
+    frame, restarts, endpoints = tables
+    return style.save_figure(plots.loss_landscape(frame, restarts, endpoints=endpoints), out, "landscape", formats)
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -191,6 +197,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     if args.digits < 0:
         raise ValueError("--digits must be >= 0")
+    check_out_dir(args.out)
     df, _ = _load(args)
     paths = tables.write_tables(df, args.out, args.metric, args.digits)
     print(paths["markdown"].read_text())
@@ -214,6 +221,7 @@ def cmd_landscape(args: argparse.Namespace) -> int:
         paths=tuple(_csv_list(args.paths) or ()), bezier_degree=args.bezier_degree, bezier_steps=args.bezier_steps,
         bezier_epochs=args.bezier_epochs, bezier_lr=args.bezier_lr, seed=args.seed, device=args.device)
     settings.validate()
+    check_out_dir(args.out)
     report = lambda m: print(m, file=sys.stderr)
     out = Path(args.out)
     if args.restart_from:
@@ -234,7 +242,7 @@ def cmd_landscape(args: argparse.Namespace) -> int:
                           None if args.device == "auto" else args.device, report=report)
         result.files.append(out / "restart" / "restart.csv")
     # drawn from the files just written, exactly as `plot --landscape` redraws it
-    result.files += _landscape_figure(out, out, formats, restart=bool(args.restart_from))
+    result.files += _landscape_figure(_landscape_tables(out, restart=bool(args.restart_from)), out, formats)
     print(json.dumps(result.summary["barriers"], indent=2))
     for path in result.files:
         print(path)

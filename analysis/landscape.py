@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from benchmark.config import RunConfig
+from benchmark.config import RunConfig, check_device
 from benchmark.data import (
     DataBundle,
     eval_batches,
@@ -40,13 +40,10 @@ from benchmark.data import (
     steps_per_epoch,
     train_batches,
 )
+from benchmark.files import read_run_config
 from benchmark.models import build_model
-from benchmark.train import (
-    CheckpointError,
-    checkpoint_file,
-    load_checkpoint,
-    resolve_device,
-)
+from benchmark.train import checkpoint_file, load_run_state, load_weights, resolve_device
+from methods.base import check_types
 
 from .runs import read_log
 
@@ -82,14 +79,6 @@ RESTART_COLUMNS = ["method", "step", "train_loss", "run_id", "start_loss"]
 
 # ---- the two solutions ----
 
-def _run_config(raw: dict[str, Any]) -> RunConfig:
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    values = {k: v for k, v in raw.items() if k in known}
-    if "lr_milestones" in values:
-        values["lr_milestones"] = tuple(values["lr_milestones"])
-    return RunConfig(**values)
-
-
 @dataclass
 class Solution:
     """A trained run loaded from its folder: settings, final weights and masks."""
@@ -117,18 +106,13 @@ def load_solution(path: str | Path, device: str | torch.device = "cpu") -> Solut
     if not path.exists():
         raise ValueError(f"{path} does not exist; pass a run folder (results/runs/<run id>) or its checkpoint.pt")
     ckpt_path = checkpoint_file(path)
-    run_dir = path if path.is_dir() else path.parent
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"no config.json beside {ckpt_path}; the model cannot be rebuilt without the run's settings")
-    record = json.loads(config_path.read_text())
-    ckpt = load_checkpoint(ckpt_path, torch.device(device))
-    if "model" not in ckpt:
-        raise CheckpointError(f"{ckpt_path} has no model weights; it is not a checkpoint written by the harness")
-    raw_masks = (ckpt.get("sparsifier") or {}).get("masks", {})
-    masks = {(name if name in ckpt["model"] else f"{name}.weight"): m.to(torch.bool) for name, m in raw_masks.items()}
-    return Solution(run_dir, ckpt_path, _run_config(record["config"]), record,
-                    {k: v.detach() for k, v in ckpt["model"].items()}, masks, (run_dir / "metrics.json").is_file())
+    run_dir = ckpt_path.parent
+    record, config = read_run_config(run_dir)
+    ckpt = load_run_state(ckpt_path, torch.device(device))
+    masks = {(name if name in ckpt["model"] else f"{name}.weight"): m.to(torch.bool)
+             for name, m in ckpt["sparsifier"]["masks"].items()}
+    return Solution(run_dir, ckpt_path, config, record, {k: v.detach() for k, v in ckpt["model"].items()}, masks,
+                    (run_dir / "metrics.json").is_file())
 
 
 def _check_pair(a: Solution, b: Solution) -> None:
@@ -366,6 +350,9 @@ class LandscapeSettings:
     device: str = "auto"
 
     def validate(self) -> None:
+        """ValueError naming the flag for a value of the wrong type (numbers finite) or out of range."""
+        check_types(self)
+        check_device(self.device)
         unknown = [p for p in self.paths if p not in PATHS]
         checks = [
             (not unknown, f"unknown path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}"),
@@ -377,6 +364,8 @@ class LandscapeSettings:
             (self.bezier_degree >= 2, "--bezier-degree must be >= 2 (2: quadratic, 3: cubic)"),
             (self.bezier_steps >= 0 and self.bezier_epochs > 0, "--bezier-steps must be >= 0, --bezier-epochs > 0"),
             (self.bezier_lr >= 0, "--bezier-lr must be >= 0 (0: the run's lr)"),
+            (0 <= self.bezier_momentum < 1, "bezier_momentum must be in [0, 1)"),
+            (self.seed >= 0, "--seed must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -431,6 +420,8 @@ def run_landscape(path_a: str | Path, path_b: str | Path, settings: LandscapeSet
                         standardize=cfg.inputs == "standardized",
                         train_subset=cfg.train_subset or None, device=device)
     model = build_model(cfg.model, data.num_classes, data.input_shape, a.width).to(device)
+    for s in (a, b):
+        load_weights(model, s.state, s.checkpoint)  # a checkpoint that does not fit its config.json is named
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     batch_size = settings.batch_size or cfg.batch_size
     evaluator = Evaluator(model, criterion, _batches(data, "train", batch_size, settings.train_batches),
@@ -490,13 +481,10 @@ def restart_configs(start_run: str | Path, steps: int, methods: Sequence[str] = 
                     lr: float | None = None, device: str | None = None) -> list[RunConfig]:
     """Run settings that continue `start_run`'s final weights and masks with each method for `steps` steps."""
     start_run = Path(start_run).resolve()
-    run_dir = start_run if start_run.is_dir() else start_run.parent
-    checkpoint_file(start_run)  # raises if there is no checkpoint
-    if not (run_dir / "config.json").is_file():
-        raise ValueError(f"no config.json in {run_dir}; pass a run folder written by the harness")
+    checkpoint = checkpoint_file(start_run)  # raises if there is no checkpoint
     if steps < 1:
         raise ValueError("--restart-steps must be >= 1")
-    base = _run_config(json.loads((run_dir / "config.json").read_text())["config"])
+    _, base = read_run_config(checkpoint.parent)
     log_every = max(1, min(base.log_every, steps // 20 or 1))
     configs = []
     for method in methods:

@@ -2,7 +2,6 @@
 logs) and the paper's numbers, with clear errors for missing or unusable input."""
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.files import RERUN, check_numbers, read_json, read_run_config
 from benchmark.results import (
     DENSE_METHODS,
     ResultsError,
@@ -23,6 +23,8 @@ from benchmark.results import (
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PAPER_CSV = PACKAGE_DIR / "data" / "paper-results.csv"
+PAPER_COLUMNS = ["dataset", "model", "method", "distribution", "train_multiplier", "sparsity", "top1_accuracy",
+                 "top1_std", "train_flops_x", "test_flops_x"]
 DEFAULT_RUNS = Path("results/runs.csv")
 NUMERIC_COLUMNS = ["sparsity", "multiplier", "seed", "steps", "test_accuracy", "best_test_accuracy", "test_loss",
                    "val_accuracy", "train_flops_multiplier", "inference_flops_multiplier", "train_flops",
@@ -61,6 +63,7 @@ def load_runs(runs: str | Path | pd.DataFrame | None = None, run_dirs: list[str 
     missing = [c for c in NEEDED_COLUMNS if c not in df.columns]
     if missing:
         raise ResultsError(f"{source} lacks column(s) {', '.join(missing)}; it is not a runs.csv written by this suite")
+    check_numbers(df, source, NUMERIC_COLUMNS)
     for column in NUMERIC_COLUMNS:
         if column in df.columns:
             df[column] = pd.to_numeric(df[column], errors="coerce")
@@ -146,7 +149,8 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            raise ResultsError(f"run folder {path} does not exist; pass run folders, or the folder holding them")
+            raise ResultsError(f"run folder {path} {'is a file' if path.exists() else 'does not exist'}; pass run "
+                               "folders, or the folder holding them")
         if (path / "config.json").is_file():
             found.append(path)
             continue
@@ -201,21 +205,17 @@ class RunRecord:
 def read_run(path: str | Path) -> RunRecord:
     """Read config.json, metrics.json (None if the run has not finished) and updates.csv of a run folder."""
     path = Path(path)
-    config_path = path / "config.json"
-    if not config_path.is_file():
+    if not (path / "config.json").is_file():
         raise ResultsError(f"{path} is not a run folder (no config.json)")
-    try:
-        record = json.loads(config_path.read_text())
-        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else None
-    except json.JSONDecodeError as err:
-        raise ResultsError(f"{path} has an unreadable JSON file ({err.msg}); re-run that run") from None
+    record, _ = read_run_config(path)
+    metrics = read_json(path / "metrics.json", RERUN) if (path / "metrics.json").is_file() else None
     updates = pd.DataFrame()
     if (path / "updates.csv").is_file():
         try:
             updates = pd.read_csv(path / "updates.csv")
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             updates = pd.DataFrame()
-    return RunRecord(path, record.get("config", {}), record, metrics, updates)
+    return RunRecord(path, record["config"], record, metrics, updates)
 
 
 def read_log(path: str | Path, name: str = "log.csv") -> pd.DataFrame:
@@ -233,10 +233,8 @@ def read_log(path: str | Path, name: str = "log.csv") -> pd.DataFrame:
 
 def load_paper(path: str | Path = PAPER_CSV) -> pd.DataFrame:
     """analysis/data/paper-results.csv: the paper's accuracies and FLOP multipliers."""
-    try:
-        paper = pd.read_csv(path, keep_default_na=True)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ResultsError(f"cannot read the paper's numbers from {path} ({err})") from None
+    paper = _read_table(path, PAPER_COLUMNS, "table of reference numbers in the paper-results.csv format",
+                        f"pass a CSV with the columns of {PAPER_CSV.name}")
     paper["distribution"] = paper["distribution"].fillna("").astype(str)
     return paper
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,17 @@ from . import distributed, export, migrate, perf
 from .config import RunConfig
 from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS, preset_config
 from .data import DATASETS
+from .files import check_numbers, check_out_dir, replace_atomic, write_text_atomic
 from .flops import extra_flops
 from .models import MODELS, build_model
+from .parser import Parser
 
-GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds, --preset
+GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds/--seed, --preset
 DEFAULT_METHODS = "dense,static,snip,gmp,set,rigl"
 DEFAULT_SPARSITY = "0.9"
+# runs.csv columns `summarize` groups or averages on: each cell must be a number
+SUMMARY_NUMBERS = ["sparsity", "multiplier", "seed", "test_accuracy", "test_loss", "train_flops_multiplier",
+                   "inference_flops_multiplier", "wall_time_s"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -61,7 +66,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m benchmark",
         description="Train sparse networks (RigL, SET, SNFS, SNIP, static, GMP, dense, small-dense) side by side, "
                     "count their FLOPs, and write results CSVs.")
@@ -75,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", default=DEFAULT_METHODS,
                      help=f"comma list or 'all' (default {DEFAULT_METHODS}); dense runs once, at sparsity 0")
     run.add_argument("--sparsity", default=DEFAULT_SPARSITY, help="comma list of sparsities in [0, 1) (default 0.9)")
-    run.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", default=None, help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
+    seeds.add_argument("--seed", type=int, default=None, help="exactly one seed N (--seeds N means the N seeds 0..N-1)")
     run.add_argument("--out", default="results", help="output folder: runs.csv and runs/<run id>/ (default results)")
     run.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -134,22 +141,29 @@ def _sparsities(text: str) -> list[float]:
     return values
 
 
-def _check_writable(out: Path) -> None:
-    """Create `out` and write a probe file in it, or raise ValueError naming the folder."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ValueError(f"--out {out} is not writable ({err.strerror}); pass a folder you can write to") from None
+def _check_executor(args: argparse.Namespace) -> None:
+    """ValueError naming the flag for a bad number of workers or bad Ray resources."""
+    checks = [
+        (args.workers >= 1, "--workers must be >= 1"),
+        (math.isfinite(args.cpus_per_run) and args.cpus_per_run > 0, "--cpus-per-run must be a number > 0"),
+        (math.isfinite(args.gpus_per_run) and args.gpus_per_run >= 0, "--gpus-per-run must be a number >= 0"),
+        (args.retries >= 0, "--retries must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Check every setting, the device and --out before any folder is made, then train the grid."""
     from .sweep import dry_run_table, expand_grid, parse_seeds, run_sweep
     from .results import read_runs, summarize, summary_markdown
+    from .train import resolve_device
 
-    configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), parse_seeds(args.seeds),
+    seeds = [args.seed] if args.seed is not None else parse_seeds("1" if args.seeds is None else args.seeds)
+    configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), seeds,
                           **overrides_from(args))
+    _check_executor(args)
     replicas = distributed.setup(configs[0].device)
     if replicas.parallel and (args.workers > 1 or args.executor != "local"):
         raise ValueError("under torchrun every process trains the same run: use --workers 1 --executor local")
@@ -163,14 +177,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                    "inference_multiplier", "train_flops"]
         print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         return 0
+    resolve_device(configs[0].device)
     if replicas.main:
-        _check_writable(out)
-    if args.workers < 1:
-        raise ValueError("--workers must be >= 1")
+        check_out_dir(args.out)
     sparsity = (f"layer sparsity {','.join(f'{v:g}' for v in configs[0].layer_sparsity)}"
                 if configs[0].layer_sparsity else f"sparsity {args.sparsity}")
     say(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, {sparsity}, "
-        f"seeds {args.seeds}; results in {out}/runs.csv"
+        f"seeds {','.join(map(str, seeds))}; results in {out}/runs.csv"
         + (f"; data-parallel over {replicas.world_size} processes" if replicas.parallel else ""))
     run_sweep(configs, out, args.workers, say, executor=args.executor, ray_address=args.ray_address,
               cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, retries=args.retries,
@@ -203,15 +216,25 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
+    """Everything is read and computed before summary.csv and summary.md are written, each in one step."""
     from .results import read_runs, summarize, summary_markdown
 
+    if not args.runs:
+        raise ValueError("--runs is empty; pass a runs.csv or the results folder holding it")
     runs = Path(args.runs)
-    summary = summarize(read_runs(runs))
-    out = Path(args.out) if args.out else runs.parent
-    _check_writable(out)
-    summary.to_csv(out / "summary.csv", index=False)
+    runs = runs / "runs.csv" if runs.is_dir() else runs
+    out = runs.parent if args.out is None else args.out
+    check_out_dir(out)
+    df = read_runs(runs)
+    if df.empty:
+        raise ValueError(f"{runs} has no rows; run `python -m benchmark run` first or pass another --runs")
+    check_numbers(df, runs, SUMMARY_NUMBERS)
+    summary = summarize(df)
     markdown = summary_markdown(summary)
-    (out / "summary.md").write_text(markdown)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    replace_atomic(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    write_text_atomic(out / "summary.md", markdown)
     print(markdown)
     print(f"written: {out / 'summary.csv'}, {out / 'summary.md'}")
     return 0

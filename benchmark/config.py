@@ -8,9 +8,11 @@ interval, replica checks, the preset's name) do not change what is computed and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +23,7 @@ import methods
 from methods import SparsityConfig
 
 from .data import DATASETS
-from .models import MODELS, WRN_PATTERN, build_model
+from .models import build_model
 
 
 INPUTS = ("standardized", "unit")
@@ -93,33 +95,48 @@ class RunConfig(SparsityConfig):
                 setattr(self, f.name, tuple(float(v) for v in value))
 
     def validate(self) -> None:
-        """Raise ValueError naming the fix for any unknown name or out-of-range value."""
+        """Raise ValueError naming the fix for any unknown name, wrong type (every number finite) or out-of-range
+        value; the one place run and method settings are checked, before anything is built or written."""
         super().validate()
         methods.method_class(self.method)
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
-        if self.model not in MODELS and not WRN_PATTERN.fullmatch(self.model):
-            raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(MODELS)}, wrn-D-K")
+        _check_model(self.model, self.dataset)
+        check_device(self.device)
         checks = [
-            (self.epochs > 0 or self.steps > 0, "set epochs > 0 or steps > 0"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw"),
-            (self.inputs in INPUTS, f"inputs must be one of {', '.join(INPUTS)}"),
-            (self.init in INITS, f"init must be one of {', '.join(INITS)}"),
-            (self.threads >= 1, "threads must be >= 1 (CPU threads of the run)"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.multiplier > 0, "multiplier must be > 0 (1 is the paper's 1x)"),
-            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
-            (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1"),
-            (self.snip_batches >= 1, "snip_batches must be >= 1"),
-            (self.width >= 0, "width must be >= 0 (0 picks the parameter-matched small-dense width)"),
-            (0 <= self.rewind_fraction < 1, "rewind_fraction must be a fraction of training in [0, 1)"),
+            (self.epochs > 0 or self.steps > 0, "set epochs > 0 or steps > 0", "epochs"),
+            (self.epochs >= 0, "epochs must be >= 0", "epochs"),
+            (self.steps >= 0, "steps must be >= 0 (0: derived from epochs)", "steps"),
+            (self.batch_size >= 1, "batch_size must be >= 1", "batch_size"),
+            (self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw", "optimizer"),
+            (self.inputs in INPUTS, f"inputs must be one of {', '.join(INPUTS)}", "inputs"),
+            (self.init in INITS, f"init must be one of {', '.join(INITS)}", "init"),
+            (self.threads >= 1, "threads must be >= 1 (CPU threads of the run)", "threads"),
+            (self.lr > 0, "lr must be > 0", "lr"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)", "momentum"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0", "weight_decay"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)", "label_smoothing"),
+            (all(m >= 0 for m in self.lr_milestones), "lr_milestones must be epochs >= 0", "lr_milestones"),
+            (all(m >= 0 for m in self.dense_lr_milestones), "dense_lr_milestones must be epochs >= 0",
+             "dense_lr_milestones"),
+            (self.lr_gamma > 0, "lr_gamma must be > 0", "lr_gamma"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0", "warmup_epochs"),
+            (self.multiplier > 0, "multiplier must be > 0 (1 is the paper's 1x)", "multiplier"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)", "val_fraction"),
+            (self.train_subset >= 0, "train_subset must be >= 0 (0: the whole training set)", "train_subset"),
+            (self.snip_batches >= 1, "snip_batches must be >= 1", "snip_batches"),
+            (self.width >= 0, "width must be >= 0 (0 picks the parameter-matched small-dense width)", "width"),
+            (0 <= self.rewind_fraction < 1, "rewind_fraction must be a fraction of training in [0, 1)",
+             "rewind_fraction"),
+            (self.log_every >= 1, "log_every must be >= 1", "log_every"),
+            (self.eval_every >= 0, "eval_every must be >= 0 (0: once per epoch)", "eval_every"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1", "checkpoint_every"),
             (not (self.init_from and self.pretrain_config()),
-             f"{self.method} starts from its dense run's rewound weights; it cannot take init_from"),
+             f"{self.method} starts from its dense run's rewound weights; it cannot take init_from", "init_from"),
         ]
-        for ok, message in checks:
+        for ok, message, name in checks:
             if not ok:
-                raise ValueError(message)
+                raise ValueError(f"{message}; got {name}={getattr(self, name)!r}")
 
     def custom_sparsity(self) -> float:
         """Overall sparsity of the model's sparse layers under `layer_sparsity`, to 4 decimals
@@ -172,6 +189,23 @@ class RunConfig(SparsityConfig):
 
 
 _FIELD_TYPES = typing.get_type_hints(RunConfig)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str) -> None:
+    """ValueError listing the device names unless `name` is one; whether the device is there is checked
+    where it is resolved (`benchmark.train.resolve_device`)."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps")
+
+
+@functools.lru_cache(maxsize=None)
+def _check_model(model: str, dataset: str) -> None:
+    """ValueError naming the fix unless `model` can be built for `dataset`'s images (a known name, a valid
+    wrn-D-K, images large enough); built without memory (meta device), once per pair."""
+    info = DATASETS[dataset]
+    with torch.device("meta"):
+        build_model(model, info.num_classes, info.input_shape)
 
 
 def _plain(value: Any) -> Any:

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,20 +152,32 @@ def _one_line(err: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _writable(folder: Path) -> bool:
+    """Whether `folder` can be written in, or created in its nearest existing parent folder."""
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    return existing.is_dir() and os.access(existing, os.W_OK)
+
+
 def _download(name: str, roots: list[Path]) -> Path:
-    """Download `name` with torchvision into the first writable root; return where it now is."""
+    """Download `name` with torchvision into the first writable root; return where it now is. A failed
+    download leaves no trace: what it added to the root is removed, and the root too if it made it."""
     import torchvision
 
-    for root in roots:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(root, os.W_OK):
-            break
-    else:
+    root = next((r for r in roots if _writable(r)), None)
+    if root is None:
         raise OSError("no writable data folder to download into")
-    getattr(torchvision.datasets, TORCHVISION_CLASSES[name])(str(root), train=True, download=True)  # fetches both splits
+    made = next((p for p in reversed([root, *root.absolute().parents]) if not p.exists()), None)
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+    try:
+        getattr(torchvision.datasets, TORCHVISION_CLASSES[name])(str(root), train=True, download=True)  # both splits
+    except BaseException:
+        for entry in [made] if made else set(root.iterdir()) - before:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        raise
     return _places(name, [root])[-1]
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import warnings
@@ -183,32 +182,21 @@ def masked_dense(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modu
 # ----- files ----------------------------------------------------------------------------------
 
 
-def _run_files(source: str | os.PathLike) -> tuple[dict[str, Any], Path]:
-    """(config.json record, checkpoint path) of a run folder or of a checkpoint inside one."""
-    from .train import checkpoint_file
-
-    checkpoint = checkpoint_file(source)
-    config_path = checkpoint.parent / "config.json"
-    if not config_path.exists():
-        raise ValueError(f"no config.json beside {checkpoint}; export needs a run folder written by "
-                         "`python -m benchmark run`")
-    return json.loads(config_path.read_text()), checkpoint
-
-
 def load_run(source: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
     """(model with the run's final weights, {layer: mask}, meta) of a run folder or its checkpoint.pt."""
     from .data import DATASETS
+    from .files import read_run_config
     from .models import build_model
-    from .train import load_checkpoint
+    from .train import checkpoint_file, load_run_state, load_weights
 
-    record, checkpoint = _run_files(source)
-    cfg = record["config"]
-    info = DATASETS[cfg["dataset"]]
-    meta = {"model": cfg["model"], "num_classes": info.num_classes, "input_shape": list(info.input_shape),
-            "width": float(record.get("width", 1.0)), "run_id": record.get("run_id"), "method": cfg.get("method")}
-    state = load_checkpoint(checkpoint, torch.device(device))
+    checkpoint = checkpoint_file(source)
+    record, cfg = read_run_config(checkpoint.parent)
+    info = DATASETS[cfg.dataset]
+    meta = {"model": cfg.model, "num_classes": info.num_classes, "input_shape": list(info.input_shape),
+            "width": float(record["width"]), "run_id": record["run_id"], "method": cfg.method}
+    state = load_run_state(checkpoint, torch.device(device))
     model = build_model(meta["model"], meta["num_classes"], tuple(meta["input_shape"]), meta["width"]).to(device)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], checkpoint)
     masks = {name: mask.to(torch.bool) for name, mask in state["sparsifier"]["masks"].items()}
     return model.eval(), masks, meta
 
@@ -220,6 +208,8 @@ def export_sparse(source: str | os.PathLike, path: str | os.PathLike) -> dict[st
     shape, its dense tensors, and each sparse Linear/Conv2d weight as CSR components
     (`crow_indices`, `col_indices`, `values`, `shape`). Read it back with `load_sparse`.
     """
+    from .train import save_atomic
+
     model, masks, meta = load_run(source)
     sparse_names = [n for n, m in masks.items() if not bool(m.all())
                     and isinstance(model.get_submodule(n), (nn.Linear, nn.Conv2d))]
@@ -239,9 +229,7 @@ def export_sparse(source: str | os.PathLike, path: str | os.PathLike) -> dict[st
     payload = {"format": FORMAT, **meta, "dense": dense, "sparse": layers}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_atomic(payload, path)
     nnz = sum(int(layer["values"].numel()) for layer in layers.values())
     total = sum(masks[n].numel() for n in sparse_names)
     return {"path": str(path), "bytes": path.stat().st_size, "sparse_layers": sparse_names, "nnz": nnz,
@@ -304,8 +292,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def _check_out_file(out: str) -> None:
+    """ValueError naming the fix unless OUT can be a file: not empty, not a folder, in a folder that can be made."""
+    from .files import check_out_dir
+
+    if not out or Path(out).is_dir():
+        raise ValueError(f"OUT {out!r} is {'a folder' if out else 'empty'}; pass a file name such as model.sparse.pt")
+    check_out_dir(Path(out).parent, "OUT's folder")
+
+
 def run(args: argparse.Namespace) -> int:
     """`python -m benchmark export RUN_DIR OUT`."""
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1 (random inputs for the output check)")
+    _check_out_file(args.out)
     summary = export_sparse(args.source, args.out)
     model, masks, meta = load_run(args.source)
     reference = masked_dense(model, masks)

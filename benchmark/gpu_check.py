@@ -8,12 +8,12 @@ masks stayed exact (active counts equal the targets, masked weights zero).
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import torch
 
+from .parser import Parser
 from .presets import preset_config
 from .train import load_checkpoint, train
 
@@ -28,7 +28,7 @@ def masks_exact(run_dir: Path, device: torch.device) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m benchmark.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="wrn-22-2,resnet-50")
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--steps", type=int, default=300)

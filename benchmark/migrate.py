@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from .config import RunConfig
+from .files import read_json, write_text_atomic
 from .results import RUN_COLUMNS, SCHEMA_VERSION, ResultsError, csv_line, identity_cells
 
 # The value a run recorded before a setting existed was trained with. Add a line with each new setting.
@@ -51,16 +52,11 @@ def settings_of(folder: Path) -> RunConfig:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ResultsError(f"cannot read {path} ({err}); restore it from the folder's source") from None
+    return read_json(path, "restore it from the folder's source")
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(value, indent=2))
 
 
 def _folders(out: Path) -> dict[str, Path]:
@@ -118,9 +114,7 @@ def migrate(out: Path) -> dict[str, str]:
         backup = runs_csv.with_name(runs_csv.name + BACKUP_SUFFIX)
         if not backup.exists():
             backup.write_bytes(runs_csv.read_bytes())
-        tmp = runs_csv.with_name(runs_csv.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, runs_csv)
+        write_text_atomic(runs_csv, text)
     for old, new in renamed.items():
         os.replace(out / "runs" / old, out / "runs" / new)
     _update_references(out, renamed)

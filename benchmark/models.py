@@ -85,6 +85,8 @@ class WideResNet(nn.Module):
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
+        if k < 1:
+            raise ValueError(f"WideResNet widen factor must be >= 1 (wrn-22-2: depth 22, widen factor 2), got {k}")
         blocks = (depth - 4) // 6
         stem, *stages = [scaled(c, width) for c in (16, 16 * k, 32 * k, 64 * k)]
         self.conv1 = nn.Conv2d(input_shape[0], stem, 3, padding=1, bias=False)

@@ -559,8 +559,8 @@ def run(args: argparse.Namespace) -> int:
     skip = set(_parse_list(args.skip, "skip")) if args.skip else set()
     if skip - {"training", "inference"}:
         raise ValueError(f"--skip takes training and/or inference, got {args.skip!r}")
-    if args.rounds < 0 or args.budget <= 0 or args.threads < 1:
-        raise ValueError("--rounds must be >= 0, --budget > 0 and --threads >= 1")
+    if args.rounds < 0 or not (math.isfinite(args.budget) and args.budget > 0) or args.threads < 1:
+        raise ValueError("--rounds must be >= 0, --budget a number of seconds > 0 and --threads >= 1")
     device = resolve_device(args.device)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)

@@ -21,6 +21,7 @@ from typing import IO, Any
 import pandas as pd
 
 from .config import RunConfig, settings_json
+from .files import RERUN, read_json, read_run_config
 
 SCHEMA_VERSION = 2
 # settings copied into their own columns, so a reader tells protocols apart without parsing `settings`
@@ -298,13 +299,15 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per finished run folder (config.json + metrics.json), the shrinkbench-style aggregator."""
     rows = []
     for d in run_dirs:
-        metrics_path, config_path = d / "metrics.json", d / "config.json"
+        metrics_path = d / "metrics.json"
         if not metrics_path.exists():
             continue
-        record = json.loads(config_path.read_text())
-        cfg = RunConfig(**record["config"])
+        record, cfg = read_run_config(d)
         if record.get("config_key") != cfg.config_key():
             raise ResultsError(f"{d} was written by an older version of this suite (its settings key does not "
                                f"match); upgrade its results folder once with `python -m benchmark migrate`")
-        rows.append(run_row(cfg, json.loads(metrics_path.read_text()), record["device"], record.get("world_size", 1)))
+        try:
+            rows.append(run_row(cfg, read_json(metrics_path, RERUN), record["device"], record.get("world_size", 1)))
+        except (KeyError, TypeError) as err:
+            raise ResultsError(f"{metrics_path} lacks {err} or is not a metrics.json of this suite; {RERUN}") from None
     return pd.DataFrame(rows, columns=RUN_COLUMNS)

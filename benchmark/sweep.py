@@ -33,7 +33,12 @@ def parse_seeds(text: str) -> list[int]:
         raise ValueError(f"--seeds takes a count (3) or a comma list (0,1,2), got {text!r}") from None
     if not values or any(v < 0 for v in values):
         raise ValueError(f"--seeds takes a count (3) or a comma list (0,1,2) of non-negative seeds, got {text!r}")
-    return list(range(values[0])) if len(values) == 1 and "," not in str(text) else values
+    if len(values) == 1 and "," not in str(text):
+        if values[0] == 0:
+            raise ValueError("--seeds 0 is a count of no seeds; pass --seeds 1 (seed 0), --seeds 3 (seeds 0, 1, 2) "
+                             "or --seed N for the one seed N")
+        return list(range(values[0]))
+    return values
 
 
 def expand_grid(preset: str, methods: list[str], sparsities: list[float], seeds: list[int],

@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import json
 import math
-import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -34,8 +34,9 @@ from torch.nn.parallel import DistributedDataParallel
 import methods
 
 from . import distributed
-from .config import RunConfig
+from .config import RunConfig, check_device
 from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
+from .files import RERUN, read_json, replace_atomic, write_text_atomic
 from .flops import FlopCounter, FlopSummary, forward_flops, plan
 from .claim import claim
 from .models import build_model, glorot_init
@@ -69,16 +70,23 @@ def resumed_code(run_dir: Path) -> str | None:
     record = run_dir / "config.json"
     if not ((run_dir / "checkpoint.pt").exists() and record.exists()):
         return None
-    return recorded_code(json.loads(record.read_text()))
+    return recorded_code(read_json(record, RERUN))
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available (this process's GPU under torchrun), else CPU; anything else must be available."""
+    """`auto` is CUDA when available (this process's GPU under torchrun), else CPU; anything else must be
+    a device name `check_device` knows, and available here (ValueError naming the fix otherwise)."""
+    check_device(name)
     if name == "auto":
         return torch.device(f"cuda:{distributed.current().local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s); use --device cuda:0 .. cuda:{torch.cuda.device_count() - 1} or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for but MPS is not available; use --device cpu or auto")
     return device
 
 
@@ -157,10 +165,8 @@ class CsvLog:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through a temporary file: a crash never leaves half a checkpoint, a failure no temporary file."""
+    replace_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -172,14 +178,48 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """Read a checkpoint, or raise CheckpointError naming the file and the fix."""
+def load_checkpoint(path: Path, device: torch.device) -> Any:
+    """Read a checkpoint of tensors and plain values (`weights_only=True`: loading never runs code from the
+    file), or raise CheckpointError naming the file and the fix."""
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # any unpickling or zip error means the file is unusable
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}); delete it to restart that run from step 0"
-        ) from None
+        text = str(err).split("WeightsUnpickler error:")[-1]  # torch's cause, after its general advice
+        code = re.search(r"GLOBAL (\S+)", text)
+        if code:
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects ({code[1]}) that loading would run as code, not only "
+                "tensors and plain values; it was not written by sparsebench and is refused: delete it to restart "
+                "that run from step 0") from None
+        cause = next((line.strip() for line in text.splitlines() if line.strip()), "")[:120]
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}{': ' * bool(cause)}{cause}); "
+                              "delete it to restart that run from step 0") from None
+
+
+def _tensor_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(torch.is_tensor(v) for v in value.values())
+
+
+def load_run_state(source: str | Path, device: torch.device) -> dict[str, Any]:
+    """The checkpoint of a run folder (or the checkpoint.pt itself), checked to hold model weights and
+    masks; CheckpointError naming the file and the fix otherwise."""
+    path = checkpoint_file(source)
+    state = load_checkpoint(path, device)
+    sparsifier = state.get("sparsifier") if isinstance(state, dict) else None
+    if not (isinstance(sparsifier, dict) and _tensor_dict(state.get("model")) and _tensor_dict(sparsifier.get("masks"))):
+        raise CheckpointError(f"checkpoint {path} holds no model weights and masks; pass a run folder written by "
+                              "`python -m benchmark run` (or its checkpoint.pt)")
+    return state
+
+
+def load_weights(model: nn.Module, weights: Any, path: Path) -> None:
+    """`model.load_state_dict(weights)`, or CheckpointError naming checkpoint `path` when they do not fit."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError) as err:
+        cause = str(err).strip().splitlines()[-1].strip()[:150]  # after torch's "Error(s) in loading ..." line
+        raise CheckpointError(f"checkpoint {path} does not fit the model of the run's settings ({cause}); pass a run "
+                              "of the same model, dataset and width") from None
 
 
 class _StopFlag:
@@ -248,14 +288,15 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     masks = None
     if cfg.init_from:
-        start = load_checkpoint(checkpoint_file(cfg.init_from), device)
-        model.load_state_dict(start["model"])
+        start = load_run_state(cfg.init_from, device)
+        load_weights(model, start["model"], checkpoint_file(cfg.init_from))
         masks = start["sparsifier"]["masks"]
     if cfg.pretrain_config():
         trained = model.state_dict()
         if pretrain is not None:
-            trained = load_checkpoint(checkpoint_file(pretrain), device)["model"]
-            model.load_state_dict(load_checkpoint(rewind_file(pretrain), device))
+            trained = load_run_state(pretrain, device)["model"]
+            rewind = rewind_file(pretrain)
+            load_weights(model, load_checkpoint(rewind, device), rewind)
         masks = methods.ticket_masks(model, trained, cfg.sparsity_config())
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, epoch_steps))
@@ -287,7 +328,7 @@ def pretrained(cfg: RunConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] | N
     with claim(folder, wait=True):  # a concurrent sweep may be training it: wait for it
         if not done.exists():
             return folder, train(dense, folder)
-    metrics = json.loads(done.read_text())
+    metrics = read_json(done, RERUN)
     if recorded_code(metrics) != code_fingerprint():
         raise StaleRun(f"{cfg.run_id()} starts from dense run {folder}, which other training code finished "
                        f"(code {recorded_code(metrics)}, now {code_fingerprint()}); retrain it with --rerun-stale")
@@ -301,7 +342,9 @@ def plan_run(cfg: RunConfig) -> FlopSummary:
     plan adds the planned FLOPs of its dense run, as its training does."""
     info = DATASETS[cfg.dataset]
     train_size = cfg.train_subset or round(info.train_size * (1 - cfg.val_fraction))
-    epoch_steps = max(1, train_size // cfg.batch_size)
+    if train_size < cfg.batch_size:  # as training would (steps_per_epoch)
+        raise ValueError(f"batch size {cfg.batch_size} exceeds the {train_size} training examples of {cfg.dataset}")
+    epoch_steps = train_size // cfg.batch_size
     init = [(torch.randn(2, *info.input_shape), torch.zeros(2, dtype=torch.long))] if cfg.method == "snip" else []
     run = setup_run(cfg, info.num_classes, info.input_shape, epoch_steps, torch.device("cpu"), init)
     summary = plan(run.sparsifier, run.counter, run.reference_steps,
@@ -334,7 +377,6 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by the "
                          f"{replicas.world_size} data-parallel processes")
     torch.set_num_threads(cfg.threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_root or None, val_fraction=cfg.val_fraction,
                         standardize=cfg.inputs == "standardized",
@@ -359,6 +401,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     checkpoint_every = -(-cfg.checkpoint_every // log_every) * log_every
     eval_every = cfg.eval_every or epoch_steps
     state = {"step": 0, "elapsed": 0.0, "best": None, "loss_sum": 0.0, "correct": 0, "seen": 0}
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now that data, model and method are ready
     if checkpoint_path.exists():
         started_by = resumed_code(run_dir)
         if started_by not in (None, code_fingerprint()):
@@ -371,13 +414,15 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
             scheduler.load_state_dict(ckpt["scheduler"])
             sparsifier.load_state_dict(ckpt["sparsifier"])
             flops.load_state_dict(ckpt["flops"])
+            if not state.keys() <= ckpt["state"].keys():
+                raise KeyError(f"loop state without {', '.join(sorted(state.keys() - ckpt['state'].keys()))}")
             state = ckpt["state"]
-        except (KeyError, RuntimeError, ValueError) as err:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise CheckpointError(f"checkpoint {checkpoint_path} does not match this run ({str(err).splitlines()[0]}); "
                                   "delete it to restart that run from step 0") from None
     elif main:
         record = run_record(cfg, device, run.width, total, replicas.world_size)
-        (run_dir / "config.json").write_text(json.dumps(record, indent=2))
+        write_text_atomic(run_dir / "config.json", json.dumps(record, indent=2))
     for log in logs.values():
         log.start(state["step"])
     net = model
@@ -466,7 +511,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     metrics["replica_fingerprints"] = replicas.check("final weights and masks",
                                                      [*model.parameters(), *sparsifier.masks])
     if main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 

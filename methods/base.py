@@ -8,8 +8,11 @@ masks change.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import math
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -35,6 +38,38 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 def _setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# A settings field's declared type -> (test of a value, what a value must be).
+_FIELD_KINDS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    float: (_finite, "a finite number"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    bool | None: (lambda v: v is None or isinstance(v, bool), "true, false or None"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    tuple[float, ...]: (lambda v: isinstance(v, tuple) and all(map(_finite, v)), "a list of finite numbers"),
+    tuple[str, ...]: (lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v), "a list of names"),
+}
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_types(settings: Any) -> None:
+    """ValueError naming the field unless every field of dataclass `settings` holds a value of its declared
+    type; numbers must be finite (nan and inf are rejected for every float field)."""
+    types = _field_types(type(settings))
+    for f in dataclasses.fields(settings):
+        test, what = _FIELD_KINDS[types[f.name]]
+        value = getattr(settings, f.name)
+        if not test(value):
+            raise ValueError(f"{f.name} must be {what}, got {value!r}")
 
 
 @dataclass
@@ -81,7 +116,9 @@ class SparsityConfig:
         return layer_counts(shapes, self.sparsity, self.distribution, dense)
 
     def validate(self) -> None:
-        """Raise a ValueError naming the fix for any field out of range."""
+        """Raise a ValueError naming the fix for any field of the wrong type (every number finite) or out of
+        range; a subclass's fields are type-checked too."""
+        check_types(self)
         check_sparsity(self.sparsity)
         for s in self.layer_sparsity:
             check_sparsity(s)
@@ -99,6 +136,12 @@ class SparsityConfig:
              "gmp_stop"),
             (self.gmp_every >= 0, "gmp_every must be >= 0 (0: about every 1% of training)", "gmp_every"),
             (self.snip_scope in ("layer", "global"), "snip_scope must be 'layer' or 'global'", "snip_scope"),
+            (self.seed >= 0, "seed must be >= 0", "seed"),
+            (self.dsr_threshold > 0, "dsr_threshold (DSR's initial threshold) must be > 0", "dsr_threshold"),
+            (0 < self.dsr_prune_fraction < 1, "dsr_prune_fraction must be in (0, 1)", "dsr_prune_fraction"),
+            (0 <= self.dsr_tolerance < 1, "dsr_tolerance must be in [0, 1)", "dsr_tolerance"),
+            (self.deepr_l1 >= 0, "deepr_l1 must be >= 0", "deepr_l1"),
+            (self.deepr_temperature >= 0, "deepr_temperature must be >= 0", "deepr_temperature"),
         ]
         for ok, message, name in checks:
             if not ok:
@@ -360,6 +403,7 @@ class Sparsifier:
             )
         self.names = [name for name, _ in layers]
         self.weights = [weight for _, weight in layers]
+        self._check_optimizer()
         self.sizes = [w.numel() for w in self.weights]
         self.t = 0
         self.loss_fn = loss_fn or nn.functional.cross_entropy
@@ -372,6 +416,19 @@ class Sparsifier:
         self.counts = [int(m.sum()) for m in masks]
         self.masks = [m.to(device=w.device, dtype=torch.bool) for m, w in zip(masks, self.weights)]
         self.apply_masks()
+
+    def _check_optimizer(self) -> None:
+        """ValueError unless the optimizer steps every sparse weight (masks would guard weights it never trains)."""
+        groups = getattr(self.optimizer, "param_groups", None)
+        if groups is None:
+            raise ValueError(f"optimizer must be a torch.optim.Optimizer over the model's parameters, got "
+                             f"{type(self.optimizer).__name__}")
+        held = {id(p) for group in groups for p in group["params"]}
+        missing = [n for n, w in zip(self.names, self.weights) if id(w) not in held]
+        if missing:
+            raise ValueError(f"the optimizer does not hold the sparse weight(s) of {', '.join(missing)}; create it "
+                             "from this model's parameters (e.g. torch.optim.SGD(model.parameters(), ...)) and pass "
+                             "that model and optimizer to methods.create")
 
     # ----- masks and the step's cached views of them --------------------------------------------
     #

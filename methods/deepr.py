@@ -39,8 +39,6 @@ class DeepR(Sparsifier):
         c = self.config
         self.l1 = c.deepr_l1
         self.temperature = c.deepr_temperature
-        if self.l1 < 0 or self.temperature < 0:
-            raise ValueError(f"deepr needs deepr_l1 >= 0 and deepr_temperature >= 0; got {self.l1}, {self.temperature}")
         self.rewired = [k < n for k, n in zip(self.targets, self.sizes)]
         # by index: optimizer.load_state_dict replaces the group dicts, whose lr the schedule sets
         self.groups = [next((j for j, g in enumerate(self.optimizer.param_groups) if any(p is w for p in g["params"])),

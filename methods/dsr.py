@@ -88,12 +88,8 @@ class DSR(Sparsifier):
         c = self.config
         self.schedule = self.drop_grow_schedule()
         self.threshold = float(c.dsr_threshold)
-        fraction = c.dsr_prune_fraction
         self.tolerance = c.dsr_tolerance
-        if not (self.threshold > 0 and 0 < fraction < 1 and 0 <= self.tolerance < 1):
-            raise ValueError(f"dsr needs dsr_threshold > 0, 0 < dsr_prune_fraction < 1 and 0 <= dsr_tolerance < 1; "
-                             f"got {self.threshold}, {fraction}, {self.tolerance}")
-        self.prune_target = fraction * sum(p.numel() for p in self.model.parameters())
+        self.prune_target = c.dsr_prune_fraction * sum(p.numel() for p in self.model.parameters())
         self.reallocated = [k < n for k, n in zip(self.targets, self.sizes)]
 
     def is_update_step(self, t: int) -> bool:

@@ -8,7 +8,6 @@ sweep-times.csv or landscape folder under results/, through the same functions a
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import sys
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from analysis.claims import check_landscape, check_runs, markdown  # noqa: E402
 from analysis.runs import group_rows, group_title, groups, load_paper, load_runs  # noqa: E402
 from analysis.tables import markdown_table  # noqa: E402
+from benchmark.parser import Parser  # noqa: E402
 from benchmark.results import diverged  # noqa: E402
 
 RESULTS = ROOT / "results"
@@ -146,7 +146,7 @@ def render() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if REPRODUCTION.md is not up to date")
     args = parser.parse_args()
     text, target = render(), ROOT / "REPRODUCTION.md"

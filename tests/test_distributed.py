@@ -57,8 +57,8 @@ def test_two_processes_match_one_process_at_the_same_global_batch(one_and_two_pr
     for run_id in one.index:
         assert abs(one.test_accuracy[run_id] - two.test_accuracy[run_id]) <= 1.0, run_id
         assert one.train_flops[run_id] == two.train_flops[run_id]
-        a = torch.load(root / "one" / "runs" / run_id / "checkpoint.pt", weights_only=False)
-        b = torch.load(root / "two" / "runs" / run_id / "checkpoint.pt", weights_only=False)
+        a = torch.load(root / "one" / "runs" / run_id / "checkpoint.pt", weights_only=True)
+        b = torch.load(root / "two" / "runs" / run_id / "checkpoint.pt", weights_only=True)
         for name, mask in a["sparsifier"]["masks"].items():  # masks agree but for float-order ties
             assert (mask != b["sparsifier"]["masks"][name]).float().mean() < 0.01, (run_id, name)
         for key, value in a["model"].items():

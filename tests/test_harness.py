@@ -61,11 +61,11 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
     whole = train(cfg, tmp_path / "whole")
     with pytest.raises(RunInterrupted, match="stopped after step 23 of 56"):
         train(cfg, tmp_path / "cut", stop_after=23)  # between checkpoints and log rows
-    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["state"]["step"] == 23
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["state"]["step"] == 23
     resumed = train(cfg, tmp_path / "cut")
 
-    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["sparsifier"]["masks"][k], b["sparsifier"]["masks"][k]) for k in a["sparsifier"]["masks"])
@@ -180,7 +180,7 @@ def test_multiplier_scales_steps_and_schedules():
 def test_init_from_restarts_from_another_runs_weights_and_masks(tmp_path):
     source_cfg = preset_config("digits-lenet300", method="static", sparsity=0.9, epochs=5)
     train(source_cfg, tmp_path / "static")
-    source = torch.load(tmp_path / "static" / "checkpoint.pt", weights_only=False)
+    source = torch.load(tmp_path / "static" / "checkpoint.pt", weights_only=True)
     cfg = preset_config("digits-lenet300", method="rigl", sparsity=0.9, epochs=1, init_from=str(tmp_path / "static"))
     assert cfg.run_id() != preset_config("digits-lenet300", method="rigl", sparsity=0.9, epochs=1).run_id()
     metrics = train(cfg, tmp_path / "restart")
@@ -202,7 +202,7 @@ def test_layer_sparsity_gives_every_method_exact_per_layer_counts(tmp_path, caps
     assert (df.sparsity == round(1 - 7960 / 50200, 4)).all()
     assert (df.loc[sparse].distribution == "custom").all() and (df.loc[sparse].run_id.str.contains("-s0.8414-")).all()
     for method in sparse:
-        masks = torch.load(tmp_path / "runs" / df.run_id[method] / "checkpoint.pt", weights_only=False)["sparsifier"]["masks"]
+        masks = torch.load(tmp_path / "runs" / df.run_id[method] / "checkpoint.pt", weights_only=True)["sparsifier"]["masks"]
         assert [int(m.sum()) for m in masks.values()] == [960, 6000, 1000], method
     assert df.active_params["small-dense"] == pytest.approx(7960 + 410, rel=0.02)  # parameter-matched width
 
@@ -217,7 +217,7 @@ def test_a_diverging_run_stops_at_the_first_nan_log_step_and_is_flagged(tmp_path
     assert list(pd.read_csv(run / "log.csv").step) == [5] and list(pd.read_csv(run / "evals.csv").step) == [5]
     assert "diverged (training loss not finite) and stopped after step 5: a lower --lr may help" in out
     assert "| – | – | – | 0 (+1 diverged) |" in out
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["state"]["diverged_at"] == 5
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["state"]["diverged_at"] == 5
     assert train(preset_config("digits-lenet300", method="rigl", lr=1000.0, epochs=2, log_every=5,
                                checkpoint_every=20), run)["steps"] == 5  # resuming does not train on
 
@@ -269,7 +269,7 @@ def test_bf16_autocast_and_channels_last_keep_masks_exact(tmp_path):
     cfg = preset_config("digits-lenet300", method="rigl", sparsity=0.8, epochs=1, amp=True, channels_last=True,
                         model="wrn-10-1", delta_t=5)
     metrics = train(cfg, tmp_path / "run")
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     masks = ckpt["sparsifier"]["masks"]
     for name, mask in masks.items():
         weight = ckpt["model"][f"{name}.weight"]

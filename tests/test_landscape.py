@@ -55,7 +55,7 @@ def _own_loss(run_dir: Path) -> tuple[float, float]:
     cfg = record.config
     data = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, train_subset=cfg.train_subset or None)
     model = build_model(cfg.model, data.num_classes, data.input_shape, record.width)
-    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"])
+    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
     model.eval()
     with torch.no_grad():
         batches = list(itertools.islice(eval_batches(data, "train", cfg.batch_size), TRAIN_BATCHES))

@@ -196,11 +196,11 @@ def test_lottery_ticket_is_the_dense_runs_top_weights_rewound_to_step_k(sweep, t
     out, runs = sweep
     cfg = lottery_config()
     dense_dir = out / "runs" / runs.loc["dense"].run_id
-    final = torch.load(dense_dir / "checkpoint.pt", weights_only=False)["model"]
+    final = torch.load(dense_dir / "checkpoint.pt", weights_only=True)["model"]
     rewound = torch.load(dense_dir / "rewind.pt", weights_only=True)
     with pytest.raises(RunInterrupted):  # the dense run cut after step k = 1% of 56 = 1
         train(cfg.pretrain_config(), tmp_path / "dense", stop_after=1)
-    step_k = torch.load(tmp_path / "dense" / "checkpoint.pt", weights_only=False)["model"]
+    step_k = torch.load(tmp_path / "dense" / "checkpoint.pt", weights_only=True)["model"]
     assert same(rewound.values(), step_k.values())
 
     info = DATASETS["digits"]
