@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--digits", type=int, default=2, help="decimals of accuracies (default 2)")
 
     claims = sub.add_parser(
-        "claims", help="the paper's claims checked one by one (reproduced / not reproduced / inconclusive)",
-        description="Compare methods on a runs CSV (difference of mean test accuracy over seeds and its standard "
-                    "error; reproduced beyond two standard errors) and, with --landscape, the loss-landscape claims; "
-                    "print a Markdown table (one per dataset and model).")
+        "claims", help="the paper's claims checked one by one (reproduced / contradicted / inconclusive)",
+        description="Compare methods on a runs CSV (Welch's t-test per sparsity on the seeds' test accuracies, "
+                    "Holm-corrected across a claim's sparsities; reproduced, contradicted, inconclusive or too few "
+                    "seeds) and, with --landscape, the loss-landscape claims; print a Markdown table (one per "
+                    "dataset, model and protocol).")
     _add_runs_flags(claims)
     claims.add_argument("--landscape", default=None, metavar="DIR",
                         help="a folder written by `python -m analysis landscape` (with restart/ if run)")
