@@ -43,7 +43,7 @@ from benchmark.data import (
 from benchmark.files import read_run_config
 from benchmark.models import build_model
 from benchmark.train import checkpoint_file, load_run_state, load_weights, resolve_device
-from methods.base import check_types
+from methods.settings import check_types
 
 from .runs import read_log
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import Sparsifier, SparsityConfig, StepInfo, keyed_generator, sparse_layers, topk_mask
+from .base import Sparsifier, StepInfo, sparse_layers
+from .config import SparsityConfig
 from .deepr import DeepR
 from .distributions import DISTRIBUTIONS, layer_counts
 from .dsr import DSR
@@ -17,6 +18,7 @@ from .dynamic import SET, SNFS, RigL
 from .fixed import Dense, SmallDense, Snip, Static
 from .gmp import GMP
 from .lottery import LotteryRigL, LotteryStatic, LotteryTicket, ticket_masks
+from .selection import keyed_generator, topk_mask
 from .small_dense import parameter_count, small_dense_width, sparse_parameter_count
 
 METHODS: dict[str, type[Sparsifier]] = {

@@ -2,26 +2,25 @@
 
 `Sparsifier` owns everything the methods share (spec sections 1 and 3): which weights are
 sparse, the boolean masks and their exact per-layer counts, masking weights, gradients and
-optimizer state, keyed randomness, exact top-k, the step counter and checkpoint state. A
-method subclass supplies only its initial mask and, if it is dynamic, when and how its
-masks change.
+optimizer state, the step counter and checkpoint state (keyed exact selection is in
+`methods.selection`, settings in `methods.settings`). A method subclass supplies only its
+initial mask and, if it is dynamic, when and how its masks change.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
 import math
-import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from .distributions import CUSTOM, DISTRIBUTIONS, check_sparsity, explicit_counts, forced_dense, layer_counts
-from .schedules import ANNEALS, DropGrowSchedule
+from .schedules import DropGrowSchedule
+from .selection import keyed_generator, random_mask, topk_indices
+
+if TYPE_CHECKING:
+    from .config import SparsityConfig
 
 SPARSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Optimizers whose step leaves a weight exactly 0 where its gradient and its state are 0 (with any
@@ -34,118 +33,6 @@ ZERO_PRESERVING_OPTIMIZERS = (
 )
 LayerFilter = Callable[[str, nn.Module], bool]
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# A settings field's declared type -> (test of a value, what a value must be).
-_FIELD_KINDS: dict[Any, tuple[Callable[[Any], bool], str]] = {
-    float: (_finite, "a finite number"),
-    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
-    bool: (lambda v: isinstance(v, bool), "true or false"),
-    bool | None: (lambda v: v is None or isinstance(v, bool), "true, false or None"),
-    str: (lambda v: isinstance(v, str), "a string"),
-    tuple[float, ...]: (lambda v: isinstance(v, tuple) and all(map(_finite, v)), "a list of finite numbers"),
-    tuple[str, ...]: (lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v), "a list of names"),
-}
-
-
-@functools.cache
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def check_types(settings: Any) -> None:
-    """ValueError naming the field unless every field of dataclass `settings` holds a value of its declared
-    type; numbers must be finite (nan and inf are rejected for every float field)."""
-    types = _field_types(type(settings))
-    for f in dataclasses.fields(settings):
-        test, what = _FIELD_KINDS[types[f.name]]
-        value = getattr(settings, f.name)
-        if not test(value):
-            raise ValueError(f"{f.name} must be {what}, got {value!r}")
-
-
-@dataclass
-class SparsityConfig:
-    """Hyper-parameters shared by all methods (each field is also a CLI flag of the harness)."""
-
-    sparsity: float = _setting(0.9, "fraction of zeros over the sparse layers, in [0, 1)")
-    distribution: str = _setting("uniform", "how sparsity is split across layers: uniform, er, erk, or custom "
-                                            "(layer_sparsity gives each layer's)")
-    dense_first: bool | None = _setting(None, "keep the first sparse layer dense (default: yes under uniform, no "
-                                              "under er/erk, the paper's choice)")
-    dense_last: bool = _setting(False, "keep the last sparse layer dense")
-    layer_sparsity: tuple[float, ...] = _setting((), "one sparsity per sparse layer, in order, for distribution "
-                                                     "custom (e.g. 0.98,0.882,0: the paper's MNIST LeNet-300-100)")
-    seed: int = _setting(0, "seed of the model's init, the data order and every keyed random choice")
-    delta_t: int = _setting(100, "steps between mask updates of dynamic methods")
-    t_end: float = _setting(0.75, "fraction of training after which masks stop changing")
-    alpha: float = _setting(0.3, "initial fraction of each layer's active weights dropped and regrown per update")
-    anneal: str = _setting("cosine", "decay of the drop fraction: cosine, constant or linear")
-    skip_step_on_update: bool | None = _setting(False, "a mask update takes an iteration of its own instead of "
-                                                       "that iteration's optimizer step, and the schedules do not "
-                                                       "advance on it (the reference RigL code); None: what each "
-                                                       "method's reference code does (rigl skips, the others step)")
-    update_at_start: bool = _setting(False, "drop/grow methods update the masks at step 0 too, as the reference "
-                                            "code does (else first at step delta_t)")
-    snfs_momentum: float = _setting(0.9, "momentum of SNFS's moving average of the dense gradient")
-    gmp_start: float = _setting(0.2, "fraction of training where GMP starts pruning")
-    gmp_stop: float = _setting(0.75, "fraction of training where GMP reaches the target sparsity")
-    gmp_every: int = _setting(0, "steps between GMP pruning events (0: about every 1%% of training)")
-    snip_scope: str = _setting("layer", "SNIP keeps the top saliency per layer (layer, the distribution's counts) "
-                                        "or under one global threshold (global, the SNIP paper's)")
-    dsr_threshold: float = _setting(1e-3, "DSR's initial global pruning threshold H (Mostafa & Wang's code)")
-    dsr_prune_fraction: float = _setting(0.01, "DSR's weights pruned per update, K, as a fraction of all parameters")
-    dsr_tolerance: float = _setting(0.1, "DSR doubles / halves H when the pruned count leaves K (1 -+ tolerance)")
-    deepr_l1: float = _setting(1e-5, "DeepR's L1 penalty on active magnitudes (Bellec et al.'s MNIST script)")
-    deepr_temperature: float = _setting(2.5e-11, "DeepR's temperature T: noise sqrt(2 lr T) per step")
-
-    def layer_counts(self, shapes: list[tuple[int, ...]]) -> list[int]:
-        """Active-weight count of each sparse layer of these weight shapes: `layer_sparsity`'s under
-        distribution custom, else `sparsity` split by the distribution (with the forced-dense layers)."""
-        if self.distribution == CUSTOM:
-            return explicit_counts(shapes, self.layer_sparsity)
-        dense = forced_dense(len(shapes), self.distribution, self.dense_first, self.dense_last)
-        return layer_counts(shapes, self.sparsity, self.distribution, dense)
-
-    def validate(self) -> None:
-        """Raise a ValueError naming the fix for any field of the wrong type (every number finite) or out of
-        range; a subclass's fields are type-checked too."""
-        check_types(self)
-        check_sparsity(self.sparsity)
-        for s in self.layer_sparsity:
-            check_sparsity(s)
-        checks = [
-            (self.distribution in (*DISTRIBUTIONS, CUSTOM),
-             f"distribution must be one of {', '.join((*DISTRIBUTIONS, CUSTOM))}", "distribution"),
-            ((self.distribution == CUSTOM) == bool(self.layer_sparsity),
-             "distribution custom goes with layer_sparsity (one sparsity per layer) and only with it", "distribution"),
-            (self.anneal in ANNEALS, f"anneal must be one of {', '.join(ANNEALS)}", "anneal"),
-            (self.delta_t >= 1, "delta_t must be a positive number of steps", "delta_t"),
-            (0 < self.t_end <= 1, "t_end must be a fraction of training in (0, 1]", "t_end"),
-            (0 <= self.alpha <= 1, "alpha (the initial drop fraction) must be in [0, 1]", "alpha"),
-            (0 <= self.snfs_momentum < 1, "snfs_momentum must be in [0, 1)", "snfs_momentum"),
-            (0 <= self.gmp_start < self.gmp_stop <= 1, "need 0 <= gmp_start < gmp_stop <= 1 (fractions of training)",
-             "gmp_stop"),
-            (self.gmp_every >= 0, "gmp_every must be >= 0 (0: about every 1% of training)", "gmp_every"),
-            (self.snip_scope in ("layer", "global"), "snip_scope must be 'layer' or 'global'", "snip_scope"),
-            (self.seed >= 0, "seed must be >= 0", "seed"),
-            (self.dsr_threshold > 0, "dsr_threshold (DSR's initial threshold) must be > 0", "dsr_threshold"),
-            (0 < self.dsr_prune_fraction < 1, "dsr_prune_fraction must be in (0, 1)", "dsr_prune_fraction"),
-            (0 <= self.dsr_tolerance < 1, "dsr_tolerance must be in [0, 1)", "dsr_tolerance"),
-            (self.deepr_l1 >= 0, "deepr_l1 must be >= 0", "deepr_l1"),
-            (self.deepr_temperature >= 0, "deepr_temperature must be >= 0", "deepr_temperature"),
-        ]
-        for ok, message, name in checks:
-            if not ok:
-                raise ValueError(f"{message}; got {name}={getattr(self, name)!r}")
 
 
 @dataclass
@@ -171,175 +58,7 @@ class MaskChange:
     # flat int64 positions that became inactive / active, if known: the update then touches only them
     removed: torch.Tensor | None = None
     added: torch.Tensor | None = None
-
-
-def keyed_generator(seed: int, step: int, layer: int, purpose: str) -> torch.Generator:
-    """A CPU generator seeded from (seed, step, layer, purpose): the same numbers on every rank and resume."""
-    digest = hashlib.sha256(f"{seed}/{step}/{layer}/{purpose}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
-
-
-# ----- exact keyed selection ---------------------------------------------------------------
-#
-# Selection is exact (exactly k positions; every position scoring above the k-th largest value is
-# chosen) and ties at the k-th value are broken uniformly at random by a keyed generator, which
-# is consumed only when such a tie exists. Candidates are found with torch.topk; ties are
-# resolved among the tied positions in increasing position order, so the result never depends on
-# the order in which candidates were gathered (a resumed run rebuilds them in another order).
-
-_PREFILTER_MIN = 8192  # CPU vectors at least this long are pre-filtered by a sampled threshold
-_SAMPLE = 4096
-
-
-def _at_least(flat: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
-    """Positions (int64) of the entries of 1-D `flat` that are >= `bound`.
-
-    Long vectors are viewed as 8 rows: the column maxima (one vectorised pass) tell which columns
-    hold a candidate, and only those columns are compared and compacted, which is several times
-    cheaper than compacting a bool vector of the full length when candidates are few.
-    """
-    n = flat.numel()
-    if n < 1 << 16:
-        return (flat >= bound).nonzero().squeeze(1)
-    rows, width = 8, n // 8
-    body = flat[: rows * width].view(rows, width)
-    columns = (body.amax(0) >= bound).nonzero().squeeze(1)
-    hits = (body.index_select(1, columns) >= bound).nonzero()
-    positions = hits[:, 0] * width + columns.index_select(0, hits[:, 1])
-    tail = (flat[rows * width:] >= bound).nonzero().squeeze(1) + rows * width
-    return torch.cat([positions, tail])
-
-
-def _top(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, indices) of `k` largest entries of 1-D `flat`, in no particular order.
-
-    Which of several equal values at the boundary is returned is unspecified (callers resolve
-    ties). On CPU a long vector with a small `k` is first cut down to the entries at or above a
-    threshold estimated from an evenly spaced sample (3 standard deviations above the expected
-    count): torch.topk on the whole vector costs ~10 ns per entry there. The threshold only affects
-    speed: if fewer than `k` entries pass it, the full vector is searched.
-    """
-    n = flat.numel()
-    if flat.device.type == "cpu" and n >= _PREFILTER_MIN and 3 * k <= n:
-        sample = flat[:: n // min(_SAMPLE, n // 8)]
-        s, p = sample.numel(), k / n
-        rank = min(s, math.ceil(p * s + 3 * math.sqrt(s * p * (1 - p)) + 8))
-        bound = sample.topk(rank, sorted=False).values.min()
-        candidates = _at_least(flat, bound)
-        if candidates.numel() >= k:
-            values, picked = flat.index_select(0, candidates).topk(k, sorted=False)
-            return values, candidates.index_select(0, picked)
-    return flat.topk(k, sorted=False)
-
-
-def _distinct_draws(n: int, need: int, generator: torch.Generator, accept: torch.Tensor | None = None,
-                    accepted: int | None = None) -> torch.Tensor:
-    """The first `need` distinct values of a stream of uniform draws from [0, n) (only those with
-    `accept[value]` True, if given): a uniformly random `need`-subset of the accepted values.
-
-    Duplicates are found without sorting: each value's first draw index is scattered (min) into
-    an int32 array of length n, and a draw is kept if it is its value's first.
-    """
-    accepted = n if accepted is None else accepted
-    batch = math.ceil((1.2 * need + 16) * n / accepted)
-    device = accept.device if accept is not None else torch.device("cpu")
-    drawn = torch.empty(0, dtype=torch.long, device=device)
-    while True:
-        draws = torch.randint(n, (batch,), generator=generator).to(device)
-        if accept is not None:
-            draws = draws[accept.index_select(0, draws)]
-        drawn = torch.cat([drawn, draws])
-        m = drawn.numel()
-        order = torch.arange(m, dtype=torch.int32, device=device)
-        first = torch.full((n,), m, dtype=torch.int32, device=device).scatter_reduce_(0, drawn, order, "amin")
-        distinct = drawn[first.index_select(0, drawn) == order]  # first occurrences, in draw order
-        if distinct.numel() >= need:
-            return distinct[:need]
-
-
-def choose_subset(m: int, need: int, generator: torch.Generator) -> torch.Tensor:
-    """A uniformly random `need`-subset of range(m) (int64, no particular order), drawn from `generator`."""
-    if need >= m:
-        return torch.arange(m)
-    if need <= 0:
-        return torch.empty(0, dtype=torch.long)
-    if 4 * need <= m:
-        return _distinct_draws(m, need, generator)
-    if 4 * (m - need) <= m:  # choose the few left out
-        keep = torch.ones(m, dtype=torch.bool)
-        keep[_distinct_draws(m, m - need, generator)] = False
-        return keep.nonzero().squeeze(1)
-    return torch.randperm(m, generator=generator)[:need]
-
-
-def sample_positions(allowed: torch.Tensor, count: int, need: int, generator: torch.Generator) -> torch.Tensor:
-    """`need` positions drawn uniformly without replacement among the `count` True entries of the
-    1-D bool tensor `allowed` (int64 positions, no particular order)."""
-    n = allowed.numel()
-    if need <= 0:
-        return torch.empty(0, dtype=torch.long, device=allowed.device)
-    if 4 * need <= count and 4 * count >= n:
-        return _distinct_draws(n, need, generator, accept=allowed, accepted=count)
-    positions = allowed.nonzero().squeeze(1)
-    return positions[choose_subset(count, need, generator).to(allowed.device)]
-
-
-def topk_indices(score: torch.Tensor, k: int, generator: torch.Generator,
-                 positions: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices (into `score.flatten()`, int64, no particular order) of its `k` largest entries.
-
-    Exact: every entry larger than the k-th largest value is chosen, and among entries equal to
-    it as many as needed are drawn uniformly at random from `generator` (only drawn from when such
-    a tie exists). `positions[j]` (distinct) is where entry j sits in its layer, when `score` holds
-    a gathered subset of a layer: ties are resolved in order of position, so the result does not
-    depend on the gathering order.
-    """
-    flat = score.reshape(-1)
-    n = flat.numel()
-    if k <= 0:
-        return torch.empty(0, dtype=torch.long, device=flat.device)
-    if k >= n:
-        return torch.arange(n, device=flat.device)
-    values, index = _top(flat, k + 1)
-    low = values.topk(2, largest=False)  # ascending: the (k+1)-th and k-th largest values
-    below, kth, j, _ = torch.cat([low.values.double(), low.indices.double()]).tolist()  # one host sync
-    if below < kth:  # no tie across the boundary: the k largest are unique
-        j = int(j)
-        return torch.cat([index[:j], index[j + 1:]])
-    if math.isnan(kth) or math.isnan(below):
-        return _topk_mask_sorted(flat, k, generator).nonzero().squeeze(1)
-    above = index[values > kth]
-    tied = (flat == kth).nonzero().squeeze(1)
-    if positions is not None:
-        tied = tied[positions[tied].argsort()]
-    chosen = choose_subset(tied.numel(), k - above.numel(), generator).to(flat.device)
-    return torch.cat([above, tied[chosen]])
-
-
-def _topk_mask_sorted(flat: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Reference selection (used for NaN scores): a keyed random order, then a stable sort."""
-    order = torch.randperm(flat.numel(), generator=generator).to(flat.device)
-    chosen = order[torch.sort(flat[order], descending=True, stable=True).indices[:k]]
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    mask[chosen] = True
-    return mask
-
-
-def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Boolean mask of the `k` largest entries of `score`; ties broken uniformly by a keyed draw.
-
-    Exactly `k` entries are chosen; see `topk_indices`.
-    """
-    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    mask[topk_indices(score, k, generator)] = True
-    return mask.view_as(score)
-
-
-def random_mask(shape: torch.Size, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Boolean CPU mask of `shape` with exactly `k` positions chosen uniformly at random."""
-    mask = torch.zeros(math.prod(shape), dtype=torch.bool)
-    mask[torch.randperm(mask.numel(), generator=generator)[:k]] = True
-    return mask.view(shape)
+    reset: torch.Tensor | None = None  # flat int64 positions active after the change that restart from 0
 
 
 def sparse_layers(model: nn.Module, include: LayerFilter | None = None) -> list[tuple[str, nn.Parameter]]:
@@ -370,6 +89,7 @@ class Sparsifier:
     fast_masks: bool = True
     accepts_masks: ClassVar[bool] = True  # can start from given masks (restarts, lottery tickets)
     drop_grow: ClassVar[bool] = False  # updates on a DropGrowSchedule (update iterations may skip the step)
+    update_gradients: ClassVar[bool] = False  # its update reads the dense gradients of its step
     reference_skips_step: ClassVar[bool] = False  # its reference code updates in place of an optimizer step
 
     def __init__(
@@ -384,7 +104,10 @@ class Sparsifier:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         masks: Mapping[str, torch.Tensor] | None = None,
     ):
-        self.config = config or SparsityConfig()
+        if config is None:
+            from .config import SparsityConfig  # every method's settings: imports the method modules
+            config = SparsityConfig()
+        self.config = config
         self.config.validate()
         skip = self.config.skip_step_on_update
         self.skips_step = self.reference_skips_step if skip is None else skip
@@ -522,10 +245,12 @@ class Sparsifier:
             removed, added = dropped, grown
         return MaskChange(flat.view(self.weights[i].shape), active.numel(), added.numel(), active, removed, added)
 
-    def change_from_positions(self, i: int, active: torch.Tensor, grown: torch.Tensor | int = 0) -> MaskChange:
-        """A MaskChange for layer `i` whose active flat positions are `active` (distinct)."""
-        mask = torch.zeros(self.sizes[i], dtype=torch.bool, device=active.device).index_fill_(0, active, True)
-        return MaskChange(mask.view(self.weights[i].shape), active.numel(), grown, active)
+    def change_from_mask(self, i: int, mask: torch.Tensor, reset: torch.Tensor | None = None) -> MaskChange:
+        """Layer `i`'s MaskChange to the bool `mask`; `reset` (bool, the weight's shape) marks positions
+        that were dropped and grown again in this update and restart from 0 (DSR, DeepR)."""
+        mask = mask.to(device=self._masks[i].device, dtype=torch.bool)
+        positions = None if reset is None else (reset & mask).reshape(-1).nonzero().squeeze(1)
+        return MaskChange(mask, int(mask.sum()), (mask & ~self._masks[i]).sum(), reset=positions)
 
     def _given_masks(self, masks: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """Validate masks passed to the constructor: one per sparse layer, of its shape."""
@@ -556,43 +281,25 @@ class Sparsifier:
 
     def uses_dense_gradient(self, t: int) -> bool:
         """Whether step `t` needs the gradient of masked weights too (it costs a dense backward)."""
-        return False
+        return self.update_gradients and self.is_update_step(t)
 
     def planned_counts(self, t: int) -> list[int]:
         """Active count per layer during step `t`, known without training (the FLOP plan)."""
         return list(self.targets)
 
     def observe_gradients(self, grads: list[torch.Tensor | None], t: int) -> None:
-        """See the dense gradients of step `t` (None for a layer without one) before they are masked."""
+        """See the dense gradients of step `t` (None for a layer without one) before they are masked:
+        per-step statistics (SNFS's moving average)."""
 
-    def updated_masks(self, t: int) -> list[torch.Tensor]:
-        """New masks after step `t`; called only when `is_update_step(t)`.
+    def after_optimizer_step(self, t: int) -> None:
+        """Change the active weights beyond the optimizer's step `t` (DeepR's L1 and noise)."""
 
-        A method implements this or `update_layers` (which also says which layers changed and
-        what it already knows about them, sparing the step a recount).
-        """
-        changes = self.update_layers(t)
-        return [changes[i].mask if i in changes else m for i, m in enumerate(self._masks)]
-
-    def update_layers(self, t: int) -> dict[int, MaskChange]:
-        """The layers whose mask changes after step `t`, by index; by default from `updated_masks`."""
-        if type(self).updated_masks is Sparsifier.updated_masks:
-            raise NotImplementedError(f"{type(self).__name__} must implement updated_masks or update_layers")
-        return self._changes_from_masks(t)
-
-    def _changes(self, t: int) -> dict[int, MaskChange]:
-        """The update after step `t`: a subclass's own `updated_masks` wins over an inherited `update_layers`."""
-        if type(self).updated_masks is not Sparsifier.updated_masks:
-            return self._changes_from_masks(t)
-        return self.update_layers(t)
-
-    def _changes_from_masks(self, t: int) -> dict[int, MaskChange]:
-        changes = {}
-        for i, (new, old) in enumerate(zip(self.updated_masks(t), self._masks)):
-            new = new.to(device=old.device, dtype=torch.bool)
-            if new is not old:
-                changes[i] = MaskChange(new, int(new.sum()), (new & ~old).sum())
-        return changes
+    def update(self, t: int, grads: list[torch.Tensor | None] | None) -> dict[int, MaskChange]:
+        """The mask update after step `t` (called only when `is_update_step(t)`): the changed layers by
+        index. `grads` are the step's dense gradients, masked weights included, when the class sets
+        `update_gradients` (None for a layer that is fully dense), else None. Weights and optimizer
+        state of removed and `reset` positions are zeroed by the base, never by a method."""
+        return {}
 
     # ----- what the base owns --------------------------------------------------------------
 
@@ -616,6 +323,10 @@ class Sparsifier:
             self._refresh()
         grads = [w.grad for w in self.weights]
         self.observe_gradients(grads, t)
+        dense = None
+        if update and self.update_gradients:  # kept before masking: the update's dense gradients
+            dense = [None if c == n else torch.zeros_like(w) if g is None else g.detach().clone()
+                     for g, w, c, n in zip(grads, self.weights, self.counts, self.sizes)]
         hot = [grads[i] for i in self._hot]
         if any(g is None for g in hot):
             present = [(g, m) for g, m in zip(hot, self._hot_multipliers) if g is not None]
@@ -628,8 +339,9 @@ class Sparsifier:
             self.optimizer.step() if scaler is None else scaler.step(self.optimizer)
         if self.remask_weights and self._hot:
             torch._foreach_mul_(self._hot_weights, self._hot_multipliers)
+        self.after_optimizer_step(t)
         if update:
-            changes = self._changes(t)
+            changes = self.update(t, dense)
             info.updated = True
             info.grown = int(sum(c.grown for c in changes.values()))
             if changes:
@@ -663,17 +375,27 @@ class Sparsifier:
                     flat = multiplier.view(-1)
                     flat.index_fill_(0, change.removed, 0)
                     flat.index_fill_(0, change.added, 1)
-                for value in [weight, weight.grad, *self.optimizer.state.get(weight, {}).values()]:
-                    if torch.is_tensor(value) and value.shape == weight.shape:
-                        if value.is_contiguous():
-                            value.view(-1).index_fill_(0, change.removed, 0)
-                        else:
-                            value.mul_(self._masks[i])
+                self._zero(i, change.removed)
             else:
                 self._multipliers[i] = self._masks[i].to(weight.dtype) if self.fast_masks else self._masks[i]
                 full.append(i)
+            if change.reset is not None:
+                self._zero(i, change.reset)
         self._rebuild_hot()
         self._mask_layers(full)
+
+    @torch.no_grad()
+    def _zero(self, i: int, positions: torch.Tensor) -> None:
+        """Zero layer `i`'s weight, gradient and optimizer state (momentum, Adam moments) at the flat
+        `positions`: the one place a connection's value and history are reset."""
+        weight = self.weights[i]
+        for value in [weight, weight.grad, *self.optimizer.state.get(weight, {}).values()]:
+            if torch.is_tensor(value) and value.shape == weight.shape:
+                if value.is_contiguous():
+                    value.view(-1).index_fill_(0, positions, 0)
+                else:
+                    value.masked_fill_(torch.zeros(value.numel(), dtype=torch.bool, device=value.device)
+                                       .index_fill_(0, positions, True).view(value.shape), 0)
 
     @torch.no_grad()
     def _mask_layers(self, layers: list[int]) -> None:

@@ -2,13 +2,29 @@
 go dormant when they cross zero, replaced by random dormant ones."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 from typing import Any
 
 import torch
 
-from .base import Sparsifier, keyed_generator
-from .dsr import grow_randomly, reset_connections
+from .base import MaskChange, Sparsifier
+from .dsr import grow_randomly
+from .selection import keyed_generator
+from .settings import Check, Settings, setting
+
+
+@dataclass
+class DeepRSettings(Settings):
+    """DeepR's L1 penalty and temperature (Bellec et al.'s MNIST script)."""
+
+    deepr_l1: float = setting(1e-5, "DeepR's L1 penalty on active magnitudes (Bellec et al.'s MNIST script)")
+    deepr_temperature: float = setting(2.5e-11, "DeepR's temperature T: noise sqrt(2 lr T) per step")
+
+    def checks(self) -> list[Check]:
+        return [(self.deepr_l1 >= 0, "deepr_l1 must be >= 0", "deepr_l1"),
+                (self.deepr_temperature >= 0, "deepr_temperature must be >= 0", "deepr_temperature")]
 
 
 class DeepR(Sparsifier):
@@ -54,8 +70,8 @@ class DeepR(Sparsifier):
         return True
 
     @torch.no_grad()
-    def updated_masks(self, t: int) -> list[torch.Tensor]:
-        new = list(self.masks)
+    def after_optimizer_step(self, t: int) -> None:
+        """The rest of the paper's update of each active magnitude: `- lr * l1 + sqrt(2 lr T) * N(0, 1)`."""
         for i, (w, m, positive) in enumerate(zip(self.weights, self.masks, self.positive)):
             if not self.rewired[i]:
                 continue
@@ -66,12 +82,20 @@ class DeepR(Sparsifier):
                 step += math.sqrt(2 * lr * self.temperature) * noise
             step = step.to(w.device)
             w[m] += torch.where(positive[m], step, -step)
+
+    @torch.no_grad()
+    def update(self, t: int, grads: list[torch.Tensor | None] | None) -> dict[int, MaskChange]:
+        """Connections whose weight crossed zero go dormant; as many dormant ones, drawn at random, wake up at 0."""
+        changes = {}
+        for i, (w, m, positive) in enumerate(zip(self.weights, self.masks, self.positive)):
+            if not self.rewired[i]:
+                continue
             dormant = m & torch.where(positive, w < 0, w > 0)
             died = int(dormant.sum())
             if died:
-                reset_connections(self.optimizer, w, dormant)
-                new[i] = grow_randomly(m & ~dormant, died, keyed_generator(self.config.seed, t, i, "deepr-grow"))
-        return new
+                new = grow_randomly(m & ~dormant, died, keyed_generator(self.config.seed, t, i, "deepr-grow"))
+                changes[i] = self.change_from_mask(i, new, reset=dormant)
+        return changes
 
     def extra_state(self) -> dict[str, Any]:
         return {"positive": [p.clone() for p in self.positive]}

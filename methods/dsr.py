@@ -2,22 +2,32 @@
 random regrowth, and the regrown weights reallocated across layers in proportion to their survivors."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 from typing import Any
 
 import torch
 
-from .base import Sparsifier, keyed_generator, topk_mask
+from .base import MaskChange, Sparsifier
+from .selection import keyed_generator, topk_mask
+from .settings import Check, Settings, setting
 
 
-@torch.no_grad()
-def reset_connections(optimizer: torch.optim.Optimizer, weight: torch.Tensor, positions: torch.Tensor) -> None:
-    """Set the weight and optimizer state (momentum, Adam moments) at the bool `positions` to 0, so that a
-    connection pruned and regrown in the same update starts from 0 like any grown one."""
-    weight.masked_fill_(positions, 0)
-    for value in optimizer.state.get(weight, {}).values():
-        if torch.is_tensor(value) and value.shape == weight.shape:
-            value.masked_fill_(positions, 0)
+@dataclass
+class DSRSettings(Settings):
+    """DSR's threshold and its adjustment (defaults of Mostafa & Wang's code)."""
+
+    dsr_threshold: float = setting(1e-3, "DSR's initial global pruning threshold H (Mostafa & Wang's code)")
+    dsr_prune_fraction: float = setting(0.01, "DSR's weights pruned per update, K, as a fraction of all parameters")
+    dsr_tolerance: float = setting(0.1, "DSR doubles / halves H when the pruned count leaves K (1 -+ tolerance)")
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.dsr_threshold > 0, "dsr_threshold (DSR's initial threshold) must be > 0", "dsr_threshold"),
+            (0 < self.dsr_prune_fraction < 1, "dsr_prune_fraction must be in (0, 1)", "dsr_prune_fraction"),
+            (0 <= self.dsr_tolerance < 1, "dsr_tolerance must be in [0, 1)", "dsr_tolerance"),
+        ]
 
 
 def grow_randomly(survivors: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -96,7 +106,7 @@ class DSR(Sparsifier):
         return self.schedule.is_update(t)
 
     @torch.no_grad()
-    def updated_masks(self, t: int) -> list[torch.Tensor]:
+    def update(self, t: int, grads: list[torch.Tensor | None] | None) -> dict[int, MaskChange]:
         layers = [i for i, r in enumerate(self.reallocated) if r]
         survivors = {i: self.masks[i] & (self.weights[i].abs() >= self.threshold) for i in layers}
         kept = {i: int(s.sum()) for i, s in survivors.items()}
@@ -106,13 +116,14 @@ class DSR(Sparsifier):
         elif pruned > (1 + self.tolerance) * self.prune_target:
             self.threshold /= 2
         grow = proportional_split(pruned, [kept[i] for i in layers], [self.sizes[i] - kept[i] for i in layers])
-        new = list(self.masks)
+        changes = {}
         for i, k in zip(layers, grow):
             if k == 0 and kept[i] == self.counts[i]:
                 continue
-            reset_connections(self.optimizer, self.weights[i], self.masks[i] & ~survivors[i])
-            new[i] = grow_randomly(survivors[i], k, keyed_generator(self.config.seed, t, i, "dsr-grow"))
-        return new
+            new = grow_randomly(survivors[i], k, keyed_generator(self.config.seed, t, i, "dsr-grow"))
+            # a connection pruned and regrown in the same update starts from 0 like any grown one
+            changes[i] = self.change_from_mask(i, new, reset=self.masks[i] & ~survivors[i])
+        return changes
 
     def extra_state(self) -> dict[str, Any]:
         return {"threshold": self.threshold}

@@ -1,21 +1,36 @@
 """Dynamic sparse training: drop the smallest weights and grow new ones on a schedule.
 
 SET, SNFS and RigL share everything except the grow score (jaxpruner's view: RigL is SET
-with another grow score). A connection dropped and regrown in the same update keeps its
+with another grow score, `grow_score`). A connection dropped and regrown in the same update keeps its
 value and optimizer state, as in the reference RigL code; a newly grown one starts at 0
 with zeroed optimizer state.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .base import MaskChange, Sparsifier, keyed_generator, sample_positions, topk_indices
+from .base import MaskChange, Sparsifier
+from .selection import keyed_generator, sample_positions, topk_indices
+from .settings import Check, Settings, setting
+
+
+@dataclass
+class SNFSSettings(Settings):
+    """SNFS's own knob."""
+
+    snfs_momentum: float = setting(0.9, "momentum of SNFS's moving average of the dense gradient")
+
+    def checks(self) -> list[Check]:
+        return [(0 <= self.snfs_momentum < 1, "snfs_momentum must be in [0, 1)", "snfs_momentum")]
 
 
 class SET(Sparsifier):
-    """SET (Mocanu et al. 2018): grow uniformly at random among inactive positions."""
+    """SET (Mocanu et al. 2018): every `delta_t` steps until `t_end`, each layer drops the fraction
+    `alpha` (annealed) of its active weights with the smallest magnitude and grows as many
+    connections uniformly at random among the positions not kept; grown weights start at 0."""
 
     name = "set"
     dynamic = True
@@ -28,7 +43,7 @@ class SET(Sparsifier):
     def is_update_step(self, t: int) -> bool:
         return self.schedule.is_update(t)
 
-    def grow_score(self, i: int) -> torch.Tensor | None:
+    def grow_score(self, i: int, grads: list[torch.Tensor | None] | None) -> torch.Tensor | None:
         """Score of growing each position of layer `i` (higher grows first); None: uniformly at random.
 
         The caller may overwrite the returned tensor (return a fresh one, or a copy).
@@ -36,7 +51,7 @@ class SET(Sparsifier):
         return None
 
     @torch.no_grad()
-    def update_layers(self, t: int) -> dict[int, MaskChange]:
+    def update(self, t: int, grads: list[torch.Tensor | None] | None) -> dict[int, MaskChange]:
         """Drop each layer's `k` smallest active weights and grow `k` among the positions not kept.
 
         Work is done on positions, never on dense boolean masks: the drop ranks only the active
@@ -51,15 +66,15 @@ class SET(Sparsifier):
             g = keyed_generator(self.config.seed, t, i, "drop-grow")
             active, slots = self.smallest_active(i, k, g)
             dropped = active.index_select(0, slots)
-            grown = self._grow(i, active, dropped, k, g)
+            grown = self._grow(i, active, dropped, k, g, self.grow_score(i, grads))
             # the grown positions take the dropped ones' slots: the new active list without compaction
             changes[i] = self.change_by_positions(i, active.clone().index_copy_(0, slots, grown), dropped, grown)
         return changes
 
-    def _grow(self, i: int, active: torch.Tensor, dropped: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-        """`k` flat positions of layer `i` with the largest grow score among those not kept
-        (inactive, or in `dropped`)."""
-        score = self.grow_score(i)
+    def _grow(self, i: int, active: torch.Tensor, dropped: torch.Tensor, k: int, g: torch.Generator,
+              score: torch.Tensor | None) -> torch.Tensor:
+        """`k` flat positions of layer `i` with the largest `score` among those not kept (inactive, or
+        in `dropped`); uniformly at random among them when `score` is None."""
         if score is None:
             allowed = torch.ones(self.sizes[i], dtype=torch.bool, device=active.device)
             allowed.index_fill_(0, active, False).index_fill_(0, dropped, True)
@@ -71,34 +86,20 @@ class SET(Sparsifier):
 
 
 class RigL(SET):
-    """RigL (Evci et al. 2020): grow where the dense gradient of the current batch is largest.
-
-    The dense gradient is the ordinary `.grad` before masking (masked weights are zero, so
-    it is the sparse model's gradient w.r.t. every weight), read only on update steps.
-    """
+    """RigL (Evci et al. 2020): SET that grows where the magnitude of the dense gradient of the update
+    step's batch is largest. Masked weights are zero, so that gradient is the sparse model's own
+    with respect to every weight: no second backward pass is needed."""
 
     name = "rigl"
     reference_skips_step = True
+    update_gradients = True
 
-    def uses_dense_gradient(self, t: int) -> bool:
-        return self.is_update_step(t)
-
-    def observe_gradients(self, grads: list[torch.Tensor | None], t: int) -> None:
-        if self.is_update_step(t):
-            self._scores = [None if count == size else torch.zeros_like(w) if g is None else g.abs()
-                            for g, w, count, size in zip(grads, self.weights, self.counts, self.sizes)]
-
-    def grow_score(self, i: int) -> torch.Tensor:
-        return self._scores[i]
-
-    def update_layers(self, t: int) -> dict[int, MaskChange]:
-        changes = super().update_layers(t)
-        del self._scores
-        return changes
+    def grow_score(self, i: int, grads: list[torch.Tensor | None] | None) -> torch.Tensor:
+        return grads[i].abs()
 
 
 class SNFS(SET):
-    """SNFS (Dettmers & Zettlemoyer 2019) without redistribution: grow where an exponential
+    """SNFS (Dettmers & Zettlemoyer 2019) without redistribution: SET that grows where an exponential
     moving average (momentum `snfs_momentum`) of the dense gradient, kept every step, is largest."""
 
     name = "snfs"
@@ -112,15 +113,12 @@ class SNFS(SET):
 
     @torch.no_grad()
     def observe_gradients(self, grads: list[torch.Tensor | None], t: int) -> None:
-        if all(g is not None for g in grads):
-            torch._foreach_lerp_(self.momentum, grads, 1 - self.config.snfs_momentum)
-            return
         present = [(m, g) for m, g in zip(self.momentum, grads) if g is not None]
         if present:
             buffers, values = map(list, zip(*present))
             torch._foreach_lerp_(buffers, values, 1 - self.config.snfs_momentum)
 
-    def grow_score(self, i: int) -> torch.Tensor:
+    def grow_score(self, i: int, grads: list[torch.Tensor | None] | None) -> torch.Tensor:
         return self.momentum[i].abs()
 
     def extra_state(self) -> dict[str, Any]:

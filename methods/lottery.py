@@ -12,12 +12,14 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .base import Batch, LayerFilter, SparsityConfig, keyed_generator, sparse_layers, topk_mask
+from .base import Batch, LayerFilter, sparse_layers
+from .selection import keyed_generator, topk_mask
+from .settings import LayerSettings
 from .dynamic import RigL
 from .fixed import Static
 
 
-def ticket_masks(model: nn.Module, trained: Mapping[str, torch.Tensor], config: SparsityConfig,
+def ticket_masks(model: nn.Module, trained: Mapping[str, torch.Tensor], config: LayerSettings,
                  include: LayerFilter | None = None) -> dict[str, torch.Tensor]:
     """The lottery ticket: in each sparse layer of `model`, the largest |w| of the trained weights
     `trained` (a dense model's state_dict), exactly as many as `config`'s distribution gives the

@@ -6,7 +6,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .base import LayerFilter, SparsityConfig, sparse_layers
+from .base import LayerFilter, sparse_layers
+from .settings import LayerSettings
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -14,14 +15,14 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def sparse_parameter_count(model: nn.Module, config: SparsityConfig, include: LayerFilter | None = None) -> int:
+def sparse_parameter_count(model: nn.Module, config: LayerSettings, include: LayerFilter | None = None) -> int:
     """Active parameters of `model` sparsified as `config` says: sparse-layer counts plus every other parameter."""
     weights = [w for _, w in sparse_layers(model, include)]
     counts = config.layer_counts([w.shape for w in weights])
     return parameter_count(model) - sum(w.numel() for w in weights) + sum(counts)
 
 
-def small_dense_width(build: Callable[[float], nn.Module], config: SparsityConfig,
+def small_dense_width(build: Callable[[float], nn.Module], config: LayerSettings,
                       include: LayerFilter | None = None) -> float:
     """Width multiplier whose dense model's parameter count is closest to the active count of the
     model sparsified as `config` says.

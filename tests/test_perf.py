@@ -12,7 +12,7 @@ import methods
 from benchmark import export, perf
 from benchmark.export import SparseConv2d, SparseLinear, export_sparse, load_sparse, masked_dense, sparsify
 from benchmark.models import build_model
-from methods.base import choose_subset, keyed_generator, sample_positions, topk_indices
+from methods.selection import choose_subset, keyed_generator, sample_positions, topk_indices
 
 
 def parse(command: str, argv: list[str]) -> argparse.Namespace:

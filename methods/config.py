@@ -1,0 +1,19 @@
+"""SparsityConfig: the settings of every method in one dataclass (the harness's flags), joined from the
+settings all methods share (`methods.settings`) and each method's own (in its module)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .deepr import DeepRSettings
+from .dsr import DSRSettings
+from .dynamic import SNFSSettings
+from .fixed import SnipSettings
+from .gmp import GMPSettings
+from .settings import DropGrowSettings, LayerSettings
+
+
+@dataclass
+class SparsityConfig(DeepRSettings, DSRSettings, SnipSettings, GMPSettings, SNFSSettings, DropGrowSettings,
+                     LayerSettings):
+    """Hyper-parameters of all methods (each field is also a CLI flag of the harness); `validate()`
+    checks every field, each by the checks of the class it comes from."""

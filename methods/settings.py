@@ -1,0 +1,136 @@
+"""Settings dataclasses: the base every concern's settings extend, and the settings all methods share
+(which weights are sparse and how sparse, the drop/grow schedule). A method's own knobs live in a
+settings class in its module; `methods.config.SparsityConfig` joins them, and the harness makes a
+command-line flag of every field.
+
+`Settings.validate()` is the one place settings are checked: every field's type (numbers finite),
+then the `checks()` of every settings class the object is made of.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .distributions import CUSTOM, DISTRIBUTIONS, check_sparsity, explicit_counts, forced_dense, layer_counts
+from .schedules import ANNEALS
+
+Check = tuple[bool, str, str]  # (holds, what must hold, the field to show)
+
+
+def setting(default: Any, help: str) -> Any:
+    """A settings field with the help text of its command-line flag."""
+    return field(default=default, metadata={"help": help})
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# A settings field's declared type -> (test of a value, what a value must be).
+_FIELD_KINDS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    float: (_finite, "a finite number"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    bool | None: (lambda v: v is None or isinstance(v, bool), "true, false or None"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    tuple[float, ...]: (lambda v: isinstance(v, tuple) and all(map(_finite, v)), "a list of finite numbers"),
+    tuple[str, ...]: (lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v), "a list of names"),
+}
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_types(settings: Any) -> None:
+    """ValueError naming the field unless every field of dataclass `settings` holds a value of its declared
+    type; numbers must be finite (nan and inf are rejected for every float field)."""
+    types = _field_types(type(settings))
+    for f in dataclasses.fields(settings):
+        test, what = _FIELD_KINDS[types[f.name]]
+        value = getattr(settings, f.name)
+        if not test(value):
+            raise ValueError(f"{f.name} must be {what}, got {value!r}")
+
+
+@dataclass
+class Settings:
+    """Base of every settings dataclass: a subclass lists its own range checks in `checks()`."""
+
+    def checks(self) -> list[Check]:
+        """(holds, message, field) for this class's own fields (not its bases')."""
+        return []
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the fix for any field of the wrong type (every number finite) or out of
+        range, checking the fields of every settings class this object is made of."""
+        check_types(self)
+        for cls in reversed(type(self).__mro__):
+            own = cls.__dict__.get("checks")
+            for ok, message, name in own(self) if own else ():
+                if not ok:
+                    raise ValueError(f"{message}; got {name}={getattr(self, name)!r}")
+
+
+@dataclass
+class LayerSettings(Settings):
+    """Which sparse layers get how many active weights, and the seed of every keyed choice."""
+
+    sparsity: float = setting(0.9, "fraction of zeros over the sparse layers, in [0, 1)")
+    distribution: str = setting("uniform", "how sparsity is split across layers: uniform, er, erk, or custom "
+                                           "(layer_sparsity gives each layer's)")
+    dense_first: bool | None = setting(None, "keep the first sparse layer dense (default: yes under uniform, no "
+                                             "under er/erk, the paper's choice)")
+    dense_last: bool = setting(False, "keep the last sparse layer dense")
+    layer_sparsity: tuple[float, ...] = setting((), "one sparsity per sparse layer, in order, for distribution "
+                                                    "custom (e.g. 0.98,0.882,0: the paper's MNIST LeNet-300-100)")
+    seed: int = setting(0, "seed of the model's init, the data order and every keyed random choice")
+
+    def layer_counts(self, shapes: list[tuple[int, ...]]) -> list[int]:
+        """Active-weight count of each sparse layer of these weight shapes: `layer_sparsity`'s under
+        distribution custom, else `sparsity` split by the distribution (with the forced-dense layers)."""
+        if self.distribution == CUSTOM:
+            return explicit_counts(shapes, self.layer_sparsity)
+        dense = forced_dense(len(shapes), self.distribution, self.dense_first, self.dense_last)
+        return layer_counts(shapes, self.sparsity, self.distribution, dense)
+
+    def checks(self) -> list[Check]:
+        for s in (self.sparsity, *self.layer_sparsity):
+            check_sparsity(s)
+        return [
+            (self.distribution in (*DISTRIBUTIONS, CUSTOM),
+             f"distribution must be one of {', '.join((*DISTRIBUTIONS, CUSTOM))}", "distribution"),
+            ((self.distribution == CUSTOM) == bool(self.layer_sparsity),
+             "distribution custom goes with layer_sparsity (one sparsity per layer) and only with it", "distribution"),
+            (self.seed >= 0, "seed must be >= 0", "seed"),
+        ]
+
+
+@dataclass
+class DropGrowSettings(Settings):
+    """The schedule of the methods that drop and grow connections (SET, SNFS, RigL, DSR)."""
+
+    delta_t: int = setting(100, "steps between mask updates of dynamic methods")
+    t_end: float = setting(0.75, "fraction of training after which masks stop changing")
+    alpha: float = setting(0.3, "initial fraction of each layer's active weights dropped and regrown per update")
+    anneal: str = setting("cosine", "decay of the drop fraction: cosine, constant or linear")
+    skip_step_on_update: bool | None = setting(False, "a mask update takes an iteration of its own instead of "
+                                                      "that iteration's optimizer step, and the schedules do not "
+                                                      "advance on it (the reference RigL code); None: what each "
+                                                      "method's reference code does (rigl skips, the others step)")
+    update_at_start: bool = setting(False, "drop/grow methods update the masks at step 0 too, as the reference "
+                                           "code does (else first at step delta_t)")
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.anneal in ANNEALS, f"anneal must be one of {', '.join(ANNEALS)}", "anneal"),
+            (self.delta_t >= 1, "delta_t must be a positive number of steps", "delta_t"),
+            (0 < self.t_end <= 1, "t_end must be a fraction of training in (0, 1]", "t_end"),
+            (0 <= self.alpha <= 1, "alpha (the initial drop fraction) must be in [0, 1]", "alpha"),
+        ]
