@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+import methods
 from benchmark.files import RERUN, check_numbers, read_json, read_run_config
 from benchmark.results import (
-    DENSE_METHODS,
     ResultsError,
     check_unique,
     collect_runs,
@@ -137,7 +137,16 @@ def summary(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
 
 
 def is_dense(method: str) -> bool:
-    return method in DENSE_METHODS
+    """Whether a method (by the name a row holds) trains a dense model, from its class's traits;
+    names this version does not know count as sparse."""
+    cls = methods.METHODS.get(method)
+    return bool(cls and cls.dense_baseline)
+
+
+def keeps_every_weight(method: str) -> bool:
+    """Whether a method ignores the sparsity (dense: trained once, at sparsity 0), from its class's traits."""
+    cls = methods.METHODS.get(method)
+    return bool(cls and not cls.uses_sparsity)
 
 
 # ---- run folders ----
@@ -190,7 +199,7 @@ class RunRecord:
 
     @property
     def sparsity(self) -> float:
-        return 0.0 if self.method == "dense" else float(self.config.get("sparsity", 0.0))
+        return 0.0 if keeps_every_weight(self.method) else float(self.config.get("sparsity", 0.0))
 
     @property
     def multiplier(self) -> float:

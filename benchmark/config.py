@@ -58,8 +58,9 @@ class RunConfig(SparsityConfig):
     bias_decay: bool = _opt(True, "weight decay also on biases and other 1-D parameters (False: weight matrices "
                                   "and kernels only, as the RigL reference code's L2)")
     lr_milestones: tuple[float, ...] = _opt((), "epochs (at multiplier 1) where the lr is multiplied by lr_gamma")
-    dense_lr_milestones: tuple[float, ...] = _opt((), "lr milestones of the dense baseline (method dense) where "
-                                                      "they differ from lr_milestones (the RigL reference code's)")
+    dense_lr_milestones: tuple[float, ...] = _opt((), "lr milestones of the dense baseline (the method that "
+                                                      "keeps every weight) where they differ from lr_milestones "
+                                                      "(the RigL reference code's)")
     lr_gamma: float = _opt(0.1, "lr decay factor at each milestone")
     warmup_epochs: float = _opt(0.0, "linear lr warm-up epochs")
     multiplier: float = _opt(1.0, "the paper's Mx training: steps, lr milestones and schedules scaled by M")
@@ -138,6 +139,11 @@ class RunConfig(SparsityConfig):
             if not ok:
                 raise ValueError(f"{message}; got {name}={getattr(self, name)!r}")
 
+    @property
+    def method_class(self) -> type[methods.Sparsifier]:
+        """The class of this run's method: what the harness asks about it (its traits)."""
+        return methods.method_class(self.method)
+
     def custom_sparsity(self) -> float:
         """Overall sparsity of the model's sparse layers under `layer_sparsity`, to 4 decimals
         (0.9653 for the paper's MNIST LeNet-300-100 at 0.98, 0.882, dense)."""
@@ -159,7 +165,7 @@ class RunConfig(SparsityConfig):
         method dense at sparsity 0, so it is the grid's own dense run when there is one; None otherwise."""
         if not issubclass(methods.method_class(self.method), methods.LotteryTicket):
             return None
-        return dataclasses.replace(self, method="dense", sparsity=0.0)
+        return dataclasses.replace(self, method=methods.method_class(self.method).pretrain_method, sparsity=0.0)
 
     def rewind_step(self, total_steps: int) -> int:
         """The step whose weights a dense run saves for lottery runs to rewind to (weights after that many steps)."""

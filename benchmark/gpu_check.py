@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+import methods
+
 from .parser import Parser
 from .presets import preset_config
 from .train import load_checkpoint, train
@@ -49,14 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models.split(","):
             def config(method: str, steps: int):
                 return preset_config("cifar10-wrn22-2", method=method, model=model, dataset="synthetic-cifar10",
-                                     sparsity=0.0 if method == "dense" else args.sparsity, steps=steps,
+                                     sparsity=args.sparsity if methods.method_class(method).uses_sparsity else 0.0,
+                                     steps=steps,
                                      epochs=1, batch_size=args.batch_size, train_subset=steps * args.batch_size,
                                      delta_t=50, gmp_every=10, lr_milestones=(), device=args.device,
                                      amp=not args.no_amp, channels_last=True, log_every=min(50, steps),
                                      eval_every=steps)
 
             if args.warmup_steps:  # cuDNN autotuning, kernel loading and the allocator's growth, untimed
-                train(config("dense", args.warmup_steps), Path(tmp) / f"warmup-{model}")
+                train(config(methods.Dense.name, args.warmup_steps), Path(tmp) / f"warmup-{model}")
             dense = None
             for method in args.methods.split(","):
                 cfg = config(method, args.steps)

@@ -128,14 +128,14 @@ def _build_training(name: str, setup: ModelSetup, method_names: list[str], spars
     """Dense and method variants, each with its own model (same initial weights) and optimizer."""
     criterion = nn.CrossEntropyLoss()
 
-    def fresh(method: str):
-        cfg = preset_config(setup.preset, method=method, sparsity=sparsity if method != "dense" else 0.0)
+    def fresh(method: str | None):  # None: the plain dense step (no sparsifier)
+        cfg = preset_config(setup.preset, **({"method": method, "sparsity": sparsity} if method else {}))
         torch.manual_seed(0)
         model = build_model(name, 10, setup.input_shape).to(device).train()
         optimizer = make_optimizer(cfg, model)
         return cfg, model, optimizer
 
-    _, model, optimizer = fresh("dense")
+    _, model, optimizer = fresh(None)
     module_flops = forward_flops(copy.deepcopy(model).cpu(), setup.input_shape)
     variants = [Variant("dense", model, optimizer, _TimedStep(optimizer, sync))]
     flops = {}
@@ -143,11 +143,12 @@ def _build_training(name: str, setup: ModelSetup, method_names: list[str], spars
     for method in method_names:
         cfg, model, optimizer = fresh(method)
         sparsifier = methods.create(method, model, optimizer, total_steps=TOTAL_STEPS, config=cfg.sparsity_config(),
-                                    init_batches=[batch] if method == "snip" else None, loss_fn=criterion)
+                                    init_batches=[batch] if cfg.method_class.needs_init_batches else None,
+                                    loss_fn=criterion)
         timer = _TimedStep(optimizer, sync)
         counter = FlopCounter(module_flops, sparsifier.names, sparsifier.sizes)
-        if method == "gmp":  # train at the final sparsity: run the last pruning step first
-            sparsifier.t = sparsifier.schedule.stop
+        if sparsifier.settled_step():  # train at the final sparsity: run the last step that changes it first
+            sparsifier.seek(sparsifier.settled_step())
             optimizer.zero_grad(set_to_none=True)
             criterion(model(x), y).backward()
             sparsifier.step()
@@ -156,13 +157,11 @@ def _build_training(name: str, setup: ModelSetup, method_names: list[str], spars
                         sparsifier.t or 1)
         variants.append(Variant(method, model, optimizer, timer, sparsifier, ordinary, method, "ordinary"))
         flops[method] = counter.train_step(sparsifier.counts, sparsifier.uses_dense_gradient(ordinary)) / counter.dense_step()
-        if sparsifier.dynamic and hasattr(sparsifier, "schedule"):
-            update = next((t for t in range(1, TOTAL_STEPS) if sparsifier.is_update_step(t)), None)
-            if update is not None:
-                variants.append(Variant(f"{method} update", model, optimizer, timer, sparsifier, update, method,
-                                        "update"))
-                flops[f"{method} update"] = (counter.train_step(sparsifier.counts, sparsifier.uses_dense_gradient(update))
-                                             / counter.dense_step())
+        update = next((t for t in range(1, TOTAL_STEPS) if sparsifier.is_update_step(t)), None)
+        if sparsifier.dynamic and update is not None and update != ordinary:
+            variants.append(Variant(f"{method} update", model, optimizer, timer, sparsifier, update, method, "update"))
+            flops[f"{method} update"] = (counter.train_step(sparsifier.counts, sparsifier.uses_dense_gradient(update))
+                                         / counter.dense_step())
     flops["dense"] = 1.0
     return variants, flops
 
@@ -171,7 +170,7 @@ def _train_step(v: Variant, batch, criterion, sync) -> tuple[float, float, float
     """One timed training step: (whole step, sparsifier.step or optimizer.step, optimizer.step) in seconds."""
     x, y = batch
     if v.sparsifier is not None:
-        v.sparsifier.t = v.t
+        v.sparsifier.seek(v.t)
     sync()
     start = time.perf_counter()
     v.optimizer.zero_grad(set_to_none=True)
@@ -213,19 +212,19 @@ def _cuda_peaks(name: str, setup: ModelSetup, method_names: list[str], sparsity:
     criterion = nn.CrossEntropyLoss()
     x, y = batch
     # the first pass also allocates the libraries' workspaces (cuBLAS, cuDNN): a throwaway dense pass takes them
-    for method in ["dense", "dense", *method_names]:
+    for method in [None, None, *method_names]:  # None: the plain dense step
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        cfg = preset_config(setup.preset, method=method, sparsity=sparsity if method != "dense" else 0.0)
+        cfg = preset_config(setup.preset, **({"method": method, "sparsity": sparsity} if method else {}))
         torch.manual_seed(0)
         model = build_model(name, 10, setup.input_shape).to(device).train()
         optimizer = make_optimizer(cfg, model)
-        sparsifier = None if method == "dense" else methods.create(
+        sparsifier = None if method is None else methods.create(
             method, model, optimizer, total_steps=TOTAL_STEPS, config=cfg.sparsity_config(),
-            init_batches=[batch] if method == "snip" else None, loss_fn=criterion)
+            init_batches=[batch] if cfg.method_class.needs_init_batches else None, loss_fn=criterion)
         steps = [1, 2, 3]
-        if sparsifier is not None and sparsifier.dynamic and hasattr(sparsifier, "schedule"):
+        if sparsifier is not None and sparsifier.dynamic:
             steps[1] = next((t for t in range(1, TOTAL_STEPS) if sparsifier.is_update_step(t)), 2)
         for t in steps:
             optimizer.zero_grad(set_to_none=True)
@@ -233,10 +232,10 @@ def _cuda_peaks(name: str, setup: ModelSetup, method_names: list[str], sparsity:
             if sparsifier is None:
                 optimizer.step()
             else:
-                sparsifier.t = t
+                sparsifier.seek(t)
                 sparsifier.step()
         torch.cuda.synchronize(device)
-        peaks[method] = int(torch.cuda.max_memory_allocated(device))
+        peaks[method or "dense"] = int(torch.cuda.max_memory_allocated(device))
         del model, optimizer, sparsifier
     torch.cuda.empty_cache()
     return peaks
@@ -289,7 +288,7 @@ def measure_training(name: str, setup: ModelSetup, method_names: list[str], spar
         if v.kind == "update":
             row["cost_dense_steps"] = row["added_fraction"]
             row["update_step"] = v.t
-            row["drop_fraction"] = v.sparsifier.schedule.fraction(v.t)
+            row["drop_fraction"] = v.sparsifier.schedule.fraction(v.t) if v.sparsifier.drop_grow else None
         rows[v.label] = row
     result = {"rounds": rounds, "steps_per_round": repeats, "dense_step_ms": 1e3 * dense_step, "variants": rows,
               "memory": _memory(variants, device)}
@@ -548,7 +547,7 @@ def run(args: argparse.Namespace) -> int:
     method_names = _parse_list(args.methods, "methods")
     for m in method_names:
         methods.method_class(m)
-        if m in ("dense", "small-dense"):
+        if methods.method_class(m).dense_baseline:
             raise ValueError(f"--methods: {m} is the baseline itself (the plain dense step is always timed)")
     try:
         sparsities = [float(s) for s in _parse_list(args.sparsities, "sparsities")]

@@ -114,6 +114,6 @@ def preset_config(name: str, **overrides: Any) -> RunConfig:
         settings["layer_sparsity"] = ()
     config = RunConfig(**settings)
     config.validate()
-    if config.distribution == methods.distributions.CUSTOM and config.method != "dense":
+    if config.distribution == custom and config.method_class.uses_sparsity:
         config.sparsity = config.custom_sparsity()
     return config

@@ -41,7 +41,6 @@ RUN_COLUMNS = [
 GROUP_COLUMNS = ["dataset", "model", "method", "distribution", "sparsity", "multiplier"]
 # settings that are columns of a summary already, or that the seed's rows always share: not a protocol
 NOT_PROTOCOL = {"method", "sparsity", "distribution", "layer_sparsity", "multiplier"}
-DENSE_METHODS = ("dense", "small-dense")
 
 
 class ResultsError(ValueError):
@@ -67,8 +66,8 @@ def run_row(cfg: RunConfig, metrics: dict[str, Any], device: str, world_size: in
     flops = metrics["flops"]
     return {
         **identity_cells(cfg), "preset": cfg.preset, "dataset": cfg.dataset, "model": cfg.model, "method": cfg.method,
-        "distribution": "none" if cfg.method in DENSE_METHODS else cfg.distribution,
-        "sparsity": 0.0 if cfg.method == "dense" else cfg.sparsity, "multiplier": cfg.multiplier, "seed": cfg.seed,
+        "distribution": "none" if cfg.method_class.dense_baseline else cfg.distribution,
+        "sparsity": cfg.sparsity if cfg.method_class.uses_sparsity else 0.0, "multiplier": cfg.multiplier, "seed": cfg.seed,
         "steps": metrics["steps"],
         "test_accuracy": metrics["test_accuracy"], "best_test_accuracy": metrics["best_test_accuracy"],
         "test_loss": metrics["test_loss"], "val_accuracy": metrics["val_accuracy"],

@@ -15,6 +15,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+import methods
+
 from . import distributed
 from .claim import CLAIM_FILE, claim
 from .config import RunConfig
@@ -41,14 +43,15 @@ def parse_seeds(text: str) -> list[int]:
     return values
 
 
-def expand_grid(preset: str, methods: list[str], sparsities: list[float], seeds: list[int],
+def expand_grid(preset: str, method_names: list[str], sparsities: list[float], seeds: list[int],
                 **overrides: Any) -> list[RunConfig]:
-    """Every (method, sparsity, seed) run; dense is run once per seed, at sparsity 0."""
-    if not methods:
+    """Every (method, sparsity, seed) run; a method that keeps every weight (dense) runs once per seed, at
+    sparsity 0."""
+    if not method_names:
         raise ValueError("no methods given; pass e.g. --methods rigl,set or --methods all")
     configs, seen = [], set()
-    for method in methods:
-        for sparsity in ([0.0] if method == "dense" else sparsities):
+    for method in method_names:
+        for sparsity in (sparsities if methods.method_class(method).uses_sparsity else [0.0]):
             for seed in seeds:
                 cfg = preset_config(preset, **overrides, method=method, sparsity=sparsity, seed=seed)
                 if cfg.run_id() not in seen:

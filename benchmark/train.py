@@ -106,7 +106,7 @@ def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
 def lr_factor(cfg: RunConfig, epoch_steps: int) -> Callable[[int], float]:
     """Linear warm-up, then x lr_gamma at each milestone; milestones (not the warm-up) scale with the multiplier."""
     warmup = round(cfg.warmup_epochs * epoch_steps)
-    dense = cfg.method == "dense" and cfg.dense_lr_milestones
+    dense = not cfg.method_class.uses_sparsity and cfg.dense_lr_milestones
     milestones = [round(m * epoch_steps * cfg.multiplier) for m in (cfg.dense_lr_milestones if dense else
                                                                      cfg.lr_milestones)]
 
@@ -279,7 +279,7 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
         return build_model(cfg.model, num_classes, input_shape, width)
 
     width = 1.0
-    if cfg.method == "small-dense":
+    if cfg.method_class.narrows_model:
         width = cfg.width or methods.small_dense_width(build, cfg.sparsity_config())
     torch.manual_seed(cfg.seed)
     model = build(width)
@@ -345,7 +345,8 @@ def plan_run(cfg: RunConfig) -> FlopSummary:
     if train_size < cfg.batch_size:  # as training would (steps_per_epoch)
         raise ValueError(f"batch size {cfg.batch_size} exceeds the {train_size} training examples of {cfg.dataset}")
     epoch_steps = train_size // cfg.batch_size
-    init = [(torch.randn(2, *info.input_shape), torch.zeros(2, dtype=torch.long))] if cfg.method == "snip" else []
+    init = ([(torch.randn(2, *info.input_shape), torch.zeros(2, dtype=torch.long))]
+            if cfg.method_class.needs_init_batches else [])
     run = setup_run(cfg, info.num_classes, info.input_shape, epoch_steps, torch.device("cpu"), init)
     summary = plan(run.sparsifier, run.counter, run.reference_steps,
                    snip_init_samples=cfg.snip_batches * cfg.batch_size if init else 0, batch_size=cfg.batch_size)
@@ -384,14 +385,14 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     epoch_steps = steps_per_epoch(data, cfg.batch_size)
     first = train_batches(data, cfg.batch_size, cfg.seed)
     # SNIP scores the whole global batch on every rank, so every rank computes the same masks.
-    init_batches = [next(first) for _ in range(cfg.snip_batches)] if cfg.method == "snip" else []
+    init_batches = [next(first) for _ in range(cfg.snip_batches)] if cfg.method_class.needs_init_batches else []
     dense_run, dense_metrics = pretrained(cfg, run_dir) or (None, None)
     run = setup_run(cfg, data.num_classes, data.input_shape, epoch_steps, device, init_batches, dense_run)
     model, optimizer, scheduler, criterion, sparsifier = run.model, run.optimizer, run.scheduler, run.criterion, run.sparsifier
     total, flops = run.total_steps, run.counter.accumulator()
     if dense_metrics:
         flops.total = dense_metrics["flops"]["train_flops_per_sample"]  # a resumed run loads its total below
-    rewind_at = cfg.rewind_step(total) if cfg.method == "dense" else None
+    rewind_at = cfg.rewind_step(total) if cfg.method_class.saves_rewind_point else None
 
     main = replicas.main
     logs = {name: CsvLog(run_dir / f"{name}.csv", columns, enabled=main)

@@ -88,6 +88,12 @@ class Sparsifier:
     # bool masks (about 3x slower per element on CPU). Call apply_masks() after changing it.
     fast_masks: bool = True
     accepts_masks: ClassVar[bool] = True  # can start from given masks (restarts, lottery tickets)
+    # What the harness needs to know of a method, so that it never compares names:
+    uses_sparsity: ClassVar[bool] = True  # False: every weight stays active, so it is trained once, at sparsity 0
+    dense_baseline: ClassVar[bool] = False  # trains a dense model (no sparsity distribution)
+    narrows_model: ClassVar[bool] = False  # the model is built narrower to match the sparse parameter count
+    needs_init_batches: ClassVar[bool] = False  # scores the weights on training batches before step 0
+    saves_rewind_point: ClassVar[bool] = False  # keeps early weights for lottery tickets to rewind to
     drop_grow: ClassVar[bool] = False  # updates on a DropGrowSchedule (update iterations may skip the step)
     update_gradients: ClassVar[bool] = False  # its update reads the dense gradients of its step
     reference_skips_step: ClassVar[bool] = False  # its reference code updates in place of an optimizer step
@@ -462,6 +468,14 @@ class Sparsifier:
         self.masks = masks
         self.load_extra_state(state.get("extra", {}))
         self.apply_masks()
+
+    def settled_step(self) -> int:
+        """The step after whose update the per-layer counts are at their targets for good (0: from the start)."""
+        return 0
+
+    def seek(self, t: int) -> None:
+        """Set the step counter: benchmarks time a chosen step this way (training never calls it)."""
+        self.t = t
 
     def drop_grow_schedule(self) -> DropGrowSchedule:
         """The drop/grow schedule of the config: every `delta_t` steps until `t_end`, with `alpha` annealed."""

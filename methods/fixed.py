@@ -26,6 +26,9 @@ class Dense(Sparsifier):
 
     name = "dense"
     accepts_masks = False
+    uses_sparsity = False
+    dense_baseline = True
+    saves_rewind_point = True
 
     def target_counts(self) -> list[int]:
         return list(self.sizes)
@@ -42,6 +45,9 @@ class SmallDense(Dense):
     """
 
     name = "small-dense"
+    uses_sparsity = True
+    saves_rewind_point = False
+    narrows_model = True
 
 
 class Static(Sparsifier):
@@ -61,6 +67,7 @@ class Snip(Sparsifier):
 
     name = "snip"
     accepts_masks = False
+    needs_init_batches = True
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         if not init_batches:

@@ -44,6 +44,9 @@ class GMP(Sparsifier):
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         return [torch.ones(w.shape, dtype=torch.bool) for w in self.weights]
 
+    def settled_step(self) -> int:
+        return self.schedule.stop
+
     def is_update_step(self, t: int) -> bool:
         return self.schedule.is_update(t)
 

@@ -33,6 +33,8 @@ def ticket_masks(model: nn.Module, trained: Mapping[str, torch.Tensor], config: 
 class LotteryTicket:
     """Mixin for methods that start from a lottery ticket: created without `masks=`, they refuse."""
 
+    pretrain_method = "dense"  # the run whose trained weights give the ticket and whose early ones the start
+
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         raise ValueError(f"{self.name} needs masks from a trained dense run; run it through python -m benchmark run "
                          "(or pass masks=methods.ticket_masks(model, dense_state_dict, config))")
