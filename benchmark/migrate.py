@@ -29,7 +29,7 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "deepr_l1": 1e-5, "deepr_temperature": 2.5e-11,
     "threads": 1,  # sweeps before schema 2 ran --workers 2 on 2 cores: one thread per run
     "inputs": "standardized", "init": "default", "bias_decay": True, "dense_lr_milestones": [],
-    "update_at_start": False,
+    "update_at_start": False, "execution": "masked",
 }
 BACKUP_SUFFIX = ".before-migrate"
 

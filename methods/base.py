@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from .execution import EXECUTIONS
 from .schedules import DropGrowSchedule
 from .selection import keyed_generator, random_mask, topk_indices
 
@@ -23,14 +24,6 @@ if TYPE_CHECKING:
     from .config import SparsityConfig
 
 SPARSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-# Optimizers whose step leaves a weight exactly 0 where its gradient and its state are 0 (with any
-# momentum, Nesterov, dampening, L2 or decoupled weight decay, amsgrad, maximize): after their step
-# the masked weights are still 0, so `Sparsifier.step` does not multiply the weights by the masks
-# again (one pass over the sparse weights saved per step). Any other optimizer gets the re-mask.
-ZERO_PRESERVING_OPTIMIZERS = (
-    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad, torch.optim.RMSprop,
-    torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adadelta,
-)
 LayerFilter = Callable[[str, nn.Module], bool]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -80,13 +73,6 @@ class Sparsifier:
 
     name: ClassVar[str]
     dynamic: ClassVar[bool] = False
-    # Multiply the weights by the masks after every optimizer step: None decides from the optimizer
-    # (not needed for ZERO_PRESERVING_OPTIMIZERS), True/False forces it.
-    remask_weights: bool | None = None
-    # Keep a copy of each sparse layer's mask in the weight's dtype (4 bytes per fp32 weight) for the
-    # step's multiplies, which are then vectorised; False saves that memory and multiplies by the
-    # bool masks (about 3x slower per element on CPU). Call apply_masks() after changing it.
-    fast_masks: bool = True
     accepts_masks: ClassVar[bool] = True  # can start from given masks (restarts, lottery tickets)
     # What the harness needs to know of a method, so that it never compares names:
     uses_sparsity: ClassVar[bool] = True  # False: every weight stays active, so it is trained once, at sparsity 0
@@ -122,8 +108,6 @@ class Sparsifier:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
             raise ValueError(f"total_steps must be a positive int (the run's optimizer steps), got {total_steps!r}")
         self.model, self.optimizer, self.total_steps = model, optimizer, total_steps
-        if self.remask_weights is None:
-            self.remask_weights = type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS
         layers = sparse_layers(model, include)
         if not layers:
             raise ValueError(
@@ -143,6 +127,7 @@ class Sparsifier:
             masks = self._given_masks(masks)
             self.targets = [int(m.sum()) for m in masks]
         self.counts = [int(m.sum()) for m in masks]
+        self.execution = EXECUTIONS[self.config.execution](self)
         self.masks = [m.to(device=w.device, dtype=torch.bool) for m, w in zip(masks, self.weights)]
         self.apply_masks()
 
@@ -159,14 +144,11 @@ class Sparsifier:
                              "from this model's parameters (e.g. torch.optim.SGD(model.parameters(), ...)) and pass "
                              "that model and optimizer to methods.create")
 
-    # ----- masks and the step's cached views of them --------------------------------------------
+    # ----- masks ------------------------------------------------------------------------------
     #
-    # `masks` (bool, 1 byte per weight) is the public state. The step multiplies gradients and
-    # weights by a copy of each sparse layer's mask in the weight's dtype: a same-dtype multiply is
-    # vectorised, one with a bool operand is about 10x slower on CPU. Fully dense layers are skipped.
-    # The copies are rebuilt whenever `masks` is assigned, `load_state_dict` or `apply_masks()`
-    # runs, or an update changes a layer; assign a new list rather than editing a mask in place
-    # (or call `apply_masks()` after editing).
+    # `masks` (bool, 1 byte per weight) is the public state; the execution keeps what it derives
+    # from them. Assign a new list rather than editing a mask in place (or call `apply_masks()`
+    # after editing).
 
     @property
     def masks(self) -> list[torch.Tensor]:
@@ -176,21 +158,8 @@ class Sparsifier:
     @masks.setter
     def masks(self, masks: list[torch.Tensor]) -> None:
         self._masks = list(masks)
-        self._multipliers = None
         self._active = [None] * len(self._masks)
-
-    def _refresh(self) -> None:
-        """Rebuild the per-layer multipliers and the step's lists of sparse layers."""
-        self._multipliers = [
-            None if count == size else mask.to(weight.dtype) if self.fast_masks else mask
-            for mask, weight, count, size in zip(self._masks, self.weights, self.counts, self.sizes)
-        ]
-        self._rebuild_hot()
-
-    def _rebuild_hot(self) -> None:
-        self._hot = [i for i, m in enumerate(self._multipliers) if m is not None]
-        self._hot_weights = [self.weights[i] for i in self._hot]
-        self._hot_multipliers = [self._multipliers[i] for i in self._hot]
+        self.execution.masks_assigned()
 
     def _active_indices(self, i: int) -> torch.Tensor:
         """Flat positions of layer `i`'s active weights (any order), cached until its mask changes."""
@@ -200,11 +169,9 @@ class Sparsifier:
 
     def held_tensors(self) -> dict[str, list[torch.Tensor]]:
         """Every tensor the sparsifier holds beyond the model and optimizer, by kind (memory accounting)."""
-        if self._multipliers is None:
-            self._refresh()
         return {
             "masks": list(self._masks),
-            "multipliers": [m for m in self._multipliers if m is not None and m.dtype != torch.bool],
+            **self.execution.held_tensors(),
             "active_indices": [a for a in self._active if a is not None],
             **self.extra_tensors(),
         }
@@ -317,7 +284,7 @@ class Sparsifier:
         used; call `scaler.update()` yourself as usual. An ordinary step does no host sync and
         touches only the sparse layers: one vectorised multiply of their gradients (and of their
         weights after the optimizer step, unless the optimizer keeps zero weights at zero, see
-        ZERO_PRESERVING_OPTIMIZERS). If you load weights into the model yourself, call
+        `execution.ZERO_PRESERVING_OPTIMIZERS`). If you load weights into the model yourself, call
         `apply_masks()` afterwards.
         """
         t = self.t
@@ -325,26 +292,17 @@ class Sparsifier:
         info = StepInfo(t, tuple(self.counts), self.uses_dense_gradient(t))
         if scaler is not None:
             scaler.unscale_(self.optimizer)
-        if self._multipliers is None:
-            self._refresh()
         grads = [w.grad for w in self.weights]
         self.observe_gradients(grads, t)
         dense = None
         if update and self.update_gradients:  # kept before masking: the update's dense gradients
             dense = [None if c == n else torch.zeros_like(w) if g is None else g.detach().clone()
                      for g, w, c, n in zip(grads, self.weights, self.counts, self.sizes)]
-        hot = [grads[i] for i in self._hot]
-        if any(g is None for g in hot):
-            present = [(g, m) for g, m in zip(hot, self._hot_multipliers) if g is not None]
-            if present:
-                torch._foreach_mul_(*map(list, zip(*present)))
-        elif hot:
-            torch._foreach_mul_(hot, self._hot_multipliers)
+        self.execution.before_optimizer_step(grads)
         info.stepped = not (update and self.skips_step)
         if info.stepped:
             self.optimizer.step() if scaler is None else scaler.step(self.optimizer)
-        if self.remask_weights and self._hot:
-            torch._foreach_mul_(self._hot_weights, self._hot_multipliers)
+        self.execution.after_optimizer_step()
         self.after_optimizer_step(t)
         if update:
             changes = self.update(t, dense)
@@ -355,78 +313,21 @@ class Sparsifier:
         self.t += 1
         return info
 
-    @torch.no_grad()
     def _apply_changes(self, changes: dict[int, MaskChange]) -> None:
-        """Install new masks; zero the weights, gradients and optimizer state that became inactive.
-
-        When the update says which positions changed and the optimizer keeps zeros at zero (so
-        every inactive position is already 0 everywhere), only the removed positions are zeroed and
-        the multipliers are patched in place; otherwise the layer is re-masked in full.
-        """
-        if self._multipliers is None:
-            self._refresh()
-        full = []
+        """Install new masks and counts; the execution zeroes what became inactive or restarts."""
         for i, change in changes.items():
-            weight, multiplier = self.weights[i], self._multipliers[i]
-            self._masks[i] = change.mask.to(device=weight.device, dtype=torch.bool)
+            self._masks[i] = change.mask.to(device=self.weights[i].device, dtype=torch.bool)
             self.counts[i] = change.count
             self._active[i] = change.active
-            if change.count == self.sizes[i]:
-                self._multipliers[i] = None
-            elif (not self.remask_weights and change.removed is not None and change.added is not None
-                  and multiplier is not None and multiplier.is_contiguous()):
-                if multiplier.dtype == torch.bool:
-                    self._multipliers[i] = self._masks[i]
-                else:
-                    flat = multiplier.view(-1)
-                    flat.index_fill_(0, change.removed, 0)
-                    flat.index_fill_(0, change.added, 1)
-                self._zero(i, change.removed)
-            else:
-                self._multipliers[i] = self._masks[i].to(weight.dtype) if self.fast_masks else self._masks[i]
-                full.append(i)
-            if change.reset is not None:
-                self._zero(i, change.reset)
-        self._rebuild_hot()
-        self._mask_layers(full)
+        self.execution.apply_changes(changes)
 
-    @torch.no_grad()
-    def _zero(self, i: int, positions: torch.Tensor) -> None:
-        """Zero layer `i`'s weight, gradient and optimizer state (momentum, Adam moments) at the flat
-        `positions`: the one place a connection's value and history are reset."""
-        weight = self.weights[i]
-        for value in [weight, weight.grad, *self.optimizer.state.get(weight, {}).values()]:
-            if torch.is_tensor(value) and value.shape == weight.shape:
-                if value.is_contiguous():
-                    value.view(-1).index_fill_(0, positions, 0)
-                else:
-                    value.masked_fill_(torch.zeros(value.numel(), dtype=torch.bool, device=value.device)
-                                       .index_fill_(0, positions, True).view(value.shape), 0)
-
-    @torch.no_grad()
-    def _mask_layers(self, layers: list[int]) -> None:
-        """Zero the masked-out entries of these layers' weights, gradients and optimizer state."""
-        for i in layers:
-            multiplier = self._multipliers[i]
-            if multiplier is None:  # fully dense: nothing to zero
-                continue
-            weight, mask = self.weights[i], self._masks[i]
-            weight.mul_(multiplier)
-            if weight.grad is not None:
-                weight.grad.mul_(multiplier)
-            for value in self.optimizer.state.get(weight, {}).values():
-                if torch.is_tensor(value) and value.shape == weight.shape:
-                    value.mul_(multiplier if value.dtype == multiplier.dtype else mask)
-
-    @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero every masked-out weight, its gradient and its optimizer state (momentum, Adam moments).
 
-        Also rebuilds the step's cached copies of the masks: call it after editing a mask in place.
+        Also rebuilds what the execution derives from the masks: call it after editing a mask in place.
         """
         self.masks = self._masks
-        self._refresh()
-        self._mask_layers(list(range(len(self._masks))))
+        self.execution.apply_masks()
 
     def densities(self) -> dict[str, float]:
         """Current density (active / total) of each sparse layer, by module name."""

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from .deepr import DeepRSettings
 from .dsr import DSRSettings
 from .dynamic import SNFSSettings
+from .execution import ExecutionSettings
 from .fixed import SnipSettings
 from .gmp import GMPSettings
 from .settings import DropGrowSettings, LayerSettings
 
 
 @dataclass
-class SparsityConfig(DeepRSettings, DSRSettings, SnipSettings, GMPSettings, SNFSSettings, DropGrowSettings,
-                     LayerSettings):
+class SparsityConfig(ExecutionSettings, DeepRSettings, DSRSettings, SnipSettings, GMPSettings, SNFSSettings,
+                     DropGrowSettings, LayerSettings):
     """Hyper-parameters of all methods (each field is also a CLI flag of the harness); `validate()`
     checks every field, each by the checks of the class it comes from."""

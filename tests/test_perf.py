@@ -194,7 +194,7 @@ def test_bool_masks_mode_gives_the_same_run(make_run, method):
     for fast in (True, False):
         net, opt, s = make_run(method, "conv", "sgd", sparsity=0.8, distribution="erk", delta_t=20, gmp_every=10,
                                total_steps=120)
-        s.fast_masks = fast
+        s.execution.fast_masks = fast
         s.apply_masks()
         for t in range(120):
             train_step(net, s, opt, t)
@@ -219,7 +219,7 @@ def test_any_optimizer_keeps_masked_weights_at_zero(make_run):
     net, _, _ = make_run("static", "mlp", "sgd")
     opt = Noisy(net.parameters(), lr=0.05)
     s = methods.create("rigl", net, opt, total_steps=60, sparsity=0.9, delta_t=10)
-    assert s.remask_weights
+    assert s.execution.remask_weights
     for t in range(60):
         train_step(net, s, opt, t)
         assert all(torch.all(w[~m] == 0) for w, m in zip(s.weights, s.masks))

@@ -1,0 +1,52 @@
+"""The execution seam: how sparse layers compute is chosen per run by `execution`, behind one interface
+that no method touches."""
+import pytest
+import torch
+
+import methods
+from methods.execution import EXECUTIONS, MaskedDense
+
+
+class Recording(MaskedDense):
+    """Masked-dense execution that records what the sparsifier asks of it."""
+
+    name = "recording"
+
+    def __init__(self, sparsifier):
+        super().__init__(sparsifier)
+        self.calls = []
+
+    def before_optimizer_step(self, grads):
+        self.calls.append("before")
+        super().before_optimizer_step(grads)
+
+    def after_optimizer_step(self):
+        self.calls.append("after")
+        super().after_optimizer_step()
+
+    def apply_changes(self, changes):
+        self.calls.append(f"changes {sorted(changes)}")
+        super().apply_changes(changes)
+
+
+def test_an_execution_is_chosen_by_the_setting_and_sees_every_step_and_update(make_run, monkeypatch):
+    from conftest import train_step
+
+    monkeypatch.setitem(EXECUTIONS, "recording", Recording)
+    runs = {}
+    for execution in ("masked", "recording"):
+        net, opt, s = make_run("rigl", "mlp", "sgd", sparsity=0.9, delta_t=2, total_steps=6, execution=execution)
+        assert type(s.execution) is EXECUTIONS[execution]
+        for t in range(4):
+            train_step(net, s, opt, t)
+        runs[execution] = (net, s)
+    calls = runs["recording"][1].execution.calls
+    # one update, after step 2 (every delta_t = 2 until t_end = 0.75 * 6 = 4); uniform keeps layer 0 dense
+    assert calls == ["before", "after"] * 3 + ["changes [1, 2]"] + ["before", "after"]
+    for a, b in zip(runs["masked"][0].parameters(), runs["recording"][0].parameters()):
+        assert torch.equal(a, b)  # the same training through the seam
+
+
+def test_an_unknown_execution_is_refused():
+    with pytest.raises(ValueError, match="execution must be one of masked; got execution='kernels'"):
+        methods.make_config(execution="kernels")
