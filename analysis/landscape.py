@@ -42,7 +42,8 @@ from benchmark.data import (
 )
 from benchmark.files import read_run_config
 from benchmark.models import build_model
-from benchmark.train import checkpoint_file, load_run_state, load_weights, resolve_device
+from benchmark.checkpoints import checkpoint_file, load_run_state, load_weights
+from benchmark.distributed import resolve_device
 from methods.settings import check_types
 
 from .runs import read_log

@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Check every setting, the device and --out before any folder is made, then train the grid."""
     from .sweep import dry_run_table, expand_grid, parse_seeds, run_sweep
     from .results import read_runs, summarize, summary_markdown
-    from .train import resolve_device
+    from .distributed import resolve_device
 
     seeds = [args.seed] if args.seed is not None else parse_seeds("1" if args.seeds is None else args.seeds)
     configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), seeds,

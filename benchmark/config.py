@@ -200,7 +200,7 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 def check_device(name: str) -> None:
     """ValueError listing the device names unless `name` is one; whether the device is there is checked
-    where it is resolved (`benchmark.train.resolve_device`)."""
+    where it is resolved (`benchmark.distributed.resolve_device`)."""
     if not DEVICE_PATTERN.fullmatch(name):
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps")
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .config import check_device
+
 
 @dataclass(frozen=True)
 class Replicas:
@@ -95,3 +97,20 @@ def current() -> Replicas:
     if not (dist.is_available() and dist.is_initialized()):
         return Replicas()
     return Replicas(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available (this process's GPU under torchrun), else CPU; anything else must be
+    a device name `check_device` knows, and available here (ValueError naming the fix otherwise)."""
+    check_device(name)
+    if name == "auto":
+        return torch.device(f"cuda:{current().local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s); use --device cuda:0 .. cuda:{torch.cuda.device_count() - 1} or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for but MPS is not available; use --device cpu or auto")
+    return device

@@ -187,7 +187,7 @@ def load_run(source: str | os.PathLike, device: str | torch.device = "cpu") -> t
     from .data import DATASETS
     from .files import read_run_config
     from .models import build_model
-    from .train import checkpoint_file, load_run_state, load_weights
+    from .checkpoints import checkpoint_file, load_run_state, load_weights
 
     checkpoint = checkpoint_file(source)
     record, cfg = read_run_config(checkpoint.parent)
@@ -208,7 +208,7 @@ def export_sparse(source: str | os.PathLike, path: str | os.PathLike) -> dict[st
     shape, its dense tensors, and each sparse Linear/Conv2d weight as CSR components
     (`crow_indices`, `col_indices`, `values`, `shape`). Read it back with `load_sparse`.
     """
-    from .train import save_atomic
+    from .checkpoints import save_atomic
 
     model, masks, meta = load_run(source)
     sparse_names = [n for n, m in masks.items() if not bool(m.all())

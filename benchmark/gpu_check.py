@@ -17,7 +17,8 @@ import methods
 
 from .parser import Parser
 from .presets import preset_config
-from .train import load_checkpoint, train
+from .checkpoints import load_checkpoint
+from .train import train
 
 METHODS = "dense,static,snip,gmp,set,snfs,rigl"
 

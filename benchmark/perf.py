@@ -540,7 +540,7 @@ def _parse_list(text: str, what: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """`python -m benchmark perf`: measure and print (text or --json)."""
-    from .train import resolve_device
+    from .distributed import resolve_device
 
     model_names = _parse_list(args.models, "models")
     setups = {name: model_setup(name) for name in model_names}

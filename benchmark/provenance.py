@@ -12,8 +12,11 @@ import functools
 import hashlib
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from .files import RERUN, read_json
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("benchmark", "methods")
@@ -87,3 +90,21 @@ def code_fingerprint() -> str:
         digest.update(f"{path.relative_to(REPO).as_posix()}\n".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+class StaleRun(ValueError):
+    """A run folder that other training code wrote (`provenance.code_fingerprint` differs)."""
+
+
+def recorded_code(record: dict[str, Any]) -> str:
+    """The code fingerprint a config.json or metrics.json records (`unrecorded` before fingerprints)."""
+    return record.get("code") or "unrecorded"
+
+
+def resumed_code(run_dir: Path) -> str | None:
+    """The code fingerprint that started the interrupted run in `run_dir` (None without a checkpoint
+    and its config.json: nothing to resume, or nothing to tell who wrote it)."""
+    record = run_dir / "config.json"
+    if not ((run_dir / "checkpoint.pt").exists() and record.exists()):
+        return None
+    return recorded_code(read_json(record, RERUN))

@@ -23,7 +23,9 @@ from .config import RunConfig
 from .presets import preset_config
 from .provenance import code_fingerprint
 from .results import append_row, read_runs, retire_row, run_row
-from .train import plan_run, resolve_device, resumed_code, train
+from .distributed import resolve_device
+from .provenance import resumed_code
+from .train import plan_run, train
 
 
 def parse_seeds(text: str) -> list[int]:

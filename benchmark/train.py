@@ -34,60 +34,20 @@ from torch.nn.parallel import DistributedDataParallel
 import methods
 
 from . import distributed
-from .config import RunConfig, check_device
-from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
-from .files import RERUN, read_json, replace_atomic, write_text_atomic
-from .flops import FlopCounter, FlopSummary, forward_flops, plan
+from .checkpoints import CheckpointError, checkpoint_file, load_checkpoint, load_run_state, load_weights, rewind_file
+from .checkpoints import save_atomic
 from .claim import claim
+from .config import RunConfig
+from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
+from .distributed import resolve_device
+from .files import RERUN, read_json, write_text_atomic
+from .flops import FlopCounter, FlopSummary, forward_flops, plan
+from .logs import EVAL_COLUMNS, LOG_COLUMNS, UPDATE_COLUMNS, CsvLog
 from .models import build_model, glorot_init
-from .provenance import code_fingerprint, git_commit
-
-LOG_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_accuracy", "density", "train_flops", "wall_time_s"]
-EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "val_loss", "val_accuracy"]
-UPDATE_COLUMNS = ["step", "grown", "grown_fraction", "density"]
-
+from .provenance import StaleRun, code_fingerprint, git_commit, recorded_code, resumed_code
 
 class RunInterrupted(Exception):
     """Training stopped on request (Ctrl-C) after writing a checkpoint."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read; the message says how to recover."""
-
-
-class StaleRun(ValueError):
-    """A run folder that other training code wrote (`provenance.code_fingerprint` differs)."""
-
-
-def recorded_code(record: dict[str, Any]) -> str:
-    """The code fingerprint a config.json or metrics.json records (`unrecorded` before fingerprints)."""
-    return record.get("code") or "unrecorded"
-
-
-def resumed_code(run_dir: Path) -> str | None:
-    """The code fingerprint that started the interrupted run in `run_dir` (None without a checkpoint
-    and its config.json: nothing to resume, or nothing to tell who wrote it)."""
-    record = run_dir / "config.json"
-    if not ((run_dir / "checkpoint.pt").exists() and record.exists()):
-        return None
-    return recorded_code(read_json(record, RERUN))
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available (this process's GPU under torchrun), else CPU; anything else must be
-    a device name `check_device` knows, and available here (ValueError naming the fix otherwise)."""
-    check_device(name)
-    if name == "auto":
-        return torch.device(f"cuda:{distributed.current().local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu or auto")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} asked for but this machine has {torch.cuda.device_count()} CUDA "
-                         f"device(s); use --device cuda:0 .. cuda:{torch.cuda.device_count() - 1} or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} asked for but MPS is not available; use --device cpu or auto")
-    return device
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -133,93 +93,6 @@ def evaluate(model: nn.Module, data, split: str, criterion, amp: bool) -> tuple[
         seen += len(y)
     model.train(was_training)
     return loss.item() / seen, 100.0 * correct.item() / seen
-
-
-class CsvLog:
-    """An append-only CSV with a fixed header; a resumed run drops the rows after its checkpoint."""
-
-    def __init__(self, path: Path, columns: list[str], enabled: bool = True):
-        self.path, self.columns, self.enabled = path, columns, enabled
-
-    def start(self, step: int) -> None:
-        """Create the file with its header, or keep only its rows up to `step` (a resumed run's checkpoint)."""
-        if not self.enabled:
-            return
-        rows = []
-        if self.path.exists():
-            with self.path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        self._write(rows, "w")
-
-    def append(self, row: dict[str, Any]) -> None:
-        if self.enabled:
-            self._write([row], "a")
-
-    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
-        new = mode == "w" or not self.path.exists()
-        with self.path.open(mode, newline="") as f:
-            writer = csv.DictWriter(f, self.columns)
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through a temporary file: a crash never leaves half a checkpoint, a failure no temporary file."""
-    replace_atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """A run folder's checkpoint.pt, or the file itself."""
-    path = Path(path)
-    path = path / "checkpoint.pt" if path.is_dir() else path
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}; pass a run folder or its checkpoint.pt")
-    return path
-
-
-def load_checkpoint(path: Path, device: torch.device) -> Any:
-    """Read a checkpoint of tensors and plain values (`weights_only=True`: loading never runs code from the
-    file), or raise CheckpointError naming the file and the fix."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # any unpickling or zip error means the file is unusable
-        text = str(err).split("WeightsUnpickler error:")[-1]  # torch's cause, after its general advice
-        code = re.search(r"GLOBAL (\S+)", text)
-        if code:
-            raise CheckpointError(
-                f"checkpoint {path} holds Python objects ({code[1]}) that loading would run as code, not only "
-                "tensors and plain values; it was not written by sparsebench and is refused: delete it to restart "
-                "that run from step 0") from None
-        cause = next((line.strip() for line in text.splitlines() if line.strip()), "")[:120]
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}{': ' * bool(cause)}{cause}); "
-                              "delete it to restart that run from step 0") from None
-
-
-def _tensor_dict(value: Any) -> bool:
-    return isinstance(value, dict) and all(torch.is_tensor(v) for v in value.values())
-
-
-def load_run_state(source: str | Path, device: torch.device) -> dict[str, Any]:
-    """The checkpoint of a run folder (or the checkpoint.pt itself), checked to hold model weights and
-    masks; CheckpointError naming the file and the fix otherwise."""
-    path = checkpoint_file(source)
-    state = load_checkpoint(path, device)
-    sparsifier = state.get("sparsifier") if isinstance(state, dict) else None
-    if not (isinstance(sparsifier, dict) and _tensor_dict(state.get("model")) and _tensor_dict(sparsifier.get("masks"))):
-        raise CheckpointError(f"checkpoint {path} holds no model weights and masks; pass a run folder written by "
-                              "`python -m benchmark run` (or its checkpoint.pt)")
-    return state
-
-
-def load_weights(model: nn.Module, weights: Any, path: Path) -> None:
-    """`model.load_state_dict(weights)`, or CheckpointError naming checkpoint `path` when they do not fit."""
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, TypeError) as err:
-        cause = str(err).strip().splitlines()[-1].strip()[:150]  # after torch's "Error(s) in loading ..." line
-        raise CheckpointError(f"checkpoint {path} does not fit the model of the run's settings ({cause}); pass a run "
-                              "of the same model, dataset and width") from None
 
 
 class _StopFlag:
@@ -309,15 +182,6 @@ def setup_run(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...], ep
     return RunSetup(model, optimizer, scheduler, criterion, sparsifier, counter, width, total, reference_steps)
 
 
-def rewind_file(dense_run: Path) -> Path:
-    """A finished dense run's `rewind.pt`, or CheckpointError saying how to get one."""
-    path = dense_run / "rewind.pt"
-    if not path.exists():
-        raise CheckpointError(f"dense run {dense_run} has no rewind.pt (it predates lottery runs); "
-                              "delete that folder to train it again")
-    return path
-
-
 def pretrained(cfg: RunConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """A lottery run's dense run: its folder (beside `run_dir`) and metrics, trained first if unfinished."""
     dense = cfg.pretrain_config()
@@ -366,6 +230,165 @@ def with_pretraining(summary: FlopSummary, per_sample: float) -> FlopSummary:
     return dataclasses.replace(summary, pretrain_flops=per_sample * summary.batch_size)
 
 
+@dataclass
+class LoopState:
+    """Where a run's loop stands: what a checkpoint holds beyond the model, optimizer, lr schedule,
+    masks and FLOP counter (plain values only, so checkpoints load with `weights_only=True`)."""
+
+    step: int = 0  # iterations done
+    elapsed: float = 0.0  # seconds of training so far
+    best: float | None = None  # best test accuracy of the evaluations so far
+    loss_sum: float = 0.0  # training loss summed over the samples since the last log row
+    correct: int = 0  # correct predictions since the last log row
+    seen: int = 0  # samples since the last log row
+    last_eval: tuple | None = None  # (step, test loss, test accuracy, val loss, val accuracy)
+    diverged_at: int | None = None  # the step whose training loss was not finite
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> LoopState:
+        """The state a checkpoint saved; KeyError naming what it lacks."""
+        missing = {"step", "elapsed", "best", "loss_sum", "correct", "seen"} - saved.keys()
+        if missing:
+            raise KeyError(f"loop state without {', '.join(sorted(missing))}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k == "last_eval" and v is not None else v) for k, v in saved.items()
+                      if k in known})
+
+
+class Loop:
+    """The training loop of one run: steps, logs, evaluations, checkpoints, divergence and interruption."""
+
+    def __init__(self, cfg: RunConfig, run: RunSetup, data, run_dir: Path, device: torch.device):
+        self.cfg, self.run, self.data, self.run_dir, self.device = cfg, run, data, run_dir, device
+        self.replicas = distributed.current()
+        self.main = self.replicas.main
+        self.epoch_steps = steps_per_epoch(data, cfg.batch_size)
+        self.flops = run.counter.accumulator()
+        self.state = LoopState()
+        self.checkpoint = run_dir / "checkpoint.pt"
+        self.logs = {name: CsvLog(run_dir / f"{name}.csv", columns, enabled=self.main)
+                     for name, columns in (("log", LOG_COLUMNS), ("evals", EVAL_COLUMNS), ("updates", UPDATE_COLUMNS))}
+
+    def resume(self) -> None:
+        """Load the run folder's checkpoint (the run restarts where it stopped), or start the folder anew."""
+        run, path = self.run, self.checkpoint
+        if path.exists():
+            started_by = resumed_code(self.run_dir)
+            if started_by not in (None, code_fingerprint()):
+                raise StaleRun(f"{self.run_dir} was started by other training code (code {started_by}, now "
+                               f"{code_fingerprint()}); restart it from step 0 with --rerun-stale")
+            ckpt = load_checkpoint(path, self.device)
+            try:
+                run.model.load_state_dict(ckpt["model"])
+                run.optimizer.load_state_dict(ckpt["optimizer"])
+                run.scheduler.load_state_dict(ckpt["scheduler"])
+                run.sparsifier.load_state_dict(ckpt["sparsifier"])
+                self.flops.load_state_dict(ckpt["flops"])
+                self.state = LoopState.from_dict(ckpt["state"])
+            except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
+                raise CheckpointError(f"checkpoint {path} does not match this run ({str(err).splitlines()[0]}); "
+                                      "delete it to restart that run from step 0") from None
+        elif self.main:
+            record = run_record(self.cfg, self.device, run.width, run.total_steps, self.replicas.world_size)
+            write_text_atomic(self.run_dir / "config.json", json.dumps(record, indent=2))
+        for log in self.logs.values():
+            log.start(self.state.step)
+
+    def save(self) -> None:
+        if self.main:
+            run = self.run
+            save_atomic({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                         "scheduler": run.scheduler.state_dict(), "sparsifier": run.sparsifier.state_dict(),
+                         "flops": self.flops.state_dict(), "state": dataclasses.asdict(self.state)}, self.checkpoint)
+
+    def evaluate(self, step: int) -> None:
+        """Test (and validation) loss and accuracy after `step`, logged and kept as the last evaluation."""
+        model, data, criterion, amp = self.run.model, self.data, self.run.criterion, self.cfg.amp
+        test_loss, test_acc = evaluate(model, data, "test", criterion, amp)
+        val_loss, val_acc = evaluate(model, data, "val", criterion, amp) if data.val is not None else (None, None)
+        self.logs["evals"].append(dict(step=step, epoch=round(step / self.epoch_steps, 4), test_loss=test_loss,
+                                       test_accuracy=test_acc, val_loss=val_loss, val_accuracy=val_acc))
+        self.state.best = max(test_acc, self.state.best or 0.0)
+        self.state.last_eval = (step, test_loss, test_acc, val_loss, val_acc)
+
+    def run_steps(self, progress: Callable[[int, int], None] | None, stop_after: int | None) -> None:
+        """Train from the state's step to the end (or to a divergence, or an interruption)."""
+        cfg, run, state, replicas, device = self.cfg, self.run, self.state, self.replicas, self.device
+        model, optimizer, scheduler, criterion, sparsifier = (run.model, run.optimizer, run.scheduler, run.criterion,
+                                                              run.sparsifier)
+        total, flops = run.total_steps, self.flops
+        log_every = cfg.log_every
+        checkpoint_every = -(-cfg.checkpoint_every // log_every) * log_every
+        eval_every = cfg.eval_every or self.epoch_steps
+        rewind_at = cfg.rewind_step(total) if cfg.method_class.saves_rewind_point else None
+        net = model
+        if replicas.parallel:
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model.train()
+        batches = train_batches(self.data, cfg.batch_size, cfg.seed, start_step=state.step)
+        loss_sum = torch.tensor(state.loss_sum, device=device)
+        correct = torch.tensor(state.correct, device=device)
+        started = time.perf_counter() - state.elapsed
+        end = state.step if state.diverged_at else total  # a diverged run stays stopped on resume
+        with _StopFlag() as stop:
+            for t in range(state.step, end):
+                if t == rewind_at and self.main:
+                    save_atomic(model.state_dict(), self.run_dir / "rewind.pt")
+                x, y = map(replicas.shard, next(batches))
+                if cfg.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    out = net(x)
+                    loss = criterion(out, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                info = sparsifier.step()
+                if info.stepped:  # the lr follows optimizer steps (an update iteration may replace one)
+                    scheduler.step()
+                flops.step(info)
+                loss_sum += loss.detach().float() * len(y)
+                correct += (out.argmax(1) == y).sum()
+                state.seen += len(y)
+                step = t + 1
+                state.step, state.elapsed = step, time.perf_counter() - started
+                if info.updated and cfg.check_replicas:
+                    replicas.check(f"masks after the update at step {step}", sparsifier.masks)
+                if info.updated:
+                    self.logs["updates"].append(dict(step=step, grown=info.grown,
+                                                     grown_fraction=info.grown / sum(info.counts),
+                                                     density=sparsifier.global_density()))
+                logged = step % log_every == 0 or step == total
+                if logged:
+                    totals = replicas.all_sum(torch.stack([loss_sum, correct.float(),
+                                                           torch.tensor(float(state.seen), device=device)]))
+                    train_loss = totals[0].item() / totals[2].item()
+                    self.logs["log"].append(dict(
+                        step=step, epoch=round(step / self.epoch_steps, 4), lr=scheduler.get_last_lr()[0],
+                        train_loss=train_loss, train_accuracy=100 * totals[1].item() / totals[2].item(),
+                        density=sparsifier.global_density(), train_flops=flops.total * cfg.batch_size,
+                        wall_time_s=round(state.elapsed, 3)))
+                    loss_sum.zero_()
+                    correct.zero_()
+                    state.seen = 0
+                # A non-finite training loss will not recover: evaluate, save and stop the run there.
+                diverged = logged and not math.isfinite(train_loss)
+                if diverged:
+                    state.diverged_at = step
+                if step % eval_every == 0 or step == total or diverged:
+                    self.evaluate(step)
+                if progress:
+                    progress(step, total)
+                # Under torchrun all ranks must stop at the same step: they agree at log steps.
+                interrupted = step == stop_after or ((logged or not replicas.parallel) and replicas.any(stop.set, device))
+                if step % checkpoint_every == 0 or step == total or interrupted or diverged:
+                    state.loss_sum, state.correct = loss_sum.item(), correct.item()
+                    self.save()
+                if diverged:
+                    break
+                if interrupted and step < total:
+                    raise RunInterrupted(f"stopped after step {step} of {total}; checkpoint saved in {self.run_dir}")
+
+
 def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | None = None,
           stop_after: int | None = None) -> dict[str, Any]:
     """Train one run in `run_dir`, resuming from its checkpoint if there is one; return its metrics.
@@ -388,130 +411,17 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     init_batches = [next(first) for _ in range(cfg.snip_batches)] if cfg.method_class.needs_init_batches else []
     dense_run, dense_metrics = pretrained(cfg, run_dir) or (None, None)
     run = setup_run(cfg, data.num_classes, data.input_shape, epoch_steps, device, init_batches, dense_run)
-    model, optimizer, scheduler, criterion, sparsifier = run.model, run.optimizer, run.scheduler, run.criterion, run.sparsifier
-    total, flops = run.total_steps, run.counter.accumulator()
+    loop = Loop(cfg, run, data, run_dir, device)
     if dense_metrics:
-        flops.total = dense_metrics["flops"]["train_flops_per_sample"]  # a resumed run loads its total below
-    rewind_at = cfg.rewind_step(total) if cfg.method_class.saves_rewind_point else None
-
-    main = replicas.main
-    logs = {name: CsvLog(run_dir / f"{name}.csv", columns, enabled=main)
-            for name, columns in (("log", LOG_COLUMNS), ("evals", EVAL_COLUMNS), ("updates", UPDATE_COLUMNS))}
-    checkpoint_path = run_dir / "checkpoint.pt"
-    log_every = cfg.log_every
-    checkpoint_every = -(-cfg.checkpoint_every // log_every) * log_every
-    eval_every = cfg.eval_every or epoch_steps
-    state = {"step": 0, "elapsed": 0.0, "best": None, "loss_sum": 0.0, "correct": 0, "seen": 0}
+        loop.flops.total = dense_metrics["flops"]["train_flops_per_sample"]  # a resumed run loads its total
     run_dir.mkdir(parents=True, exist_ok=True)  # only now that data, model and method are ready
-    if checkpoint_path.exists():
-        started_by = resumed_code(run_dir)
-        if started_by not in (None, code_fingerprint()):
-            raise StaleRun(f"{run_dir} was started by other training code (code {started_by}, now "
-                           f"{code_fingerprint()}); restart it from step 0 with --rerun-stale")
-        ckpt = load_checkpoint(checkpoint_path, device)
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            sparsifier.load_state_dict(ckpt["sparsifier"])
-            flops.load_state_dict(ckpt["flops"])
-            if not state.keys() <= ckpt["state"].keys():
-                raise KeyError(f"loop state without {', '.join(sorted(state.keys() - ckpt['state'].keys()))}")
-            state = ckpt["state"]
-        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
-            raise CheckpointError(f"checkpoint {checkpoint_path} does not match this run ({str(err).splitlines()[0]}); "
-                                  "delete it to restart that run from step 0") from None
-    elif main:
-        record = run_record(cfg, device, run.width, total, replicas.world_size)
-        write_text_atomic(run_dir / "config.json", json.dumps(record, indent=2))
-    for log in logs.values():
-        log.start(state["step"])
-    net = model
-    if replicas.parallel:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def save() -> None:
-        if main:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "sparsifier": sparsifier.state_dict(),
-                         "flops": flops.state_dict(), "state": state}, checkpoint_path)
-
-    def run_eval(step: int) -> None:
-        test_loss, test_acc = evaluate(model, data, "test", criterion, cfg.amp)
-        val_loss, val_acc = evaluate(model, data, "val", criterion, cfg.amp) if data.val is not None else (None, None)
-        logs["evals"].append(dict(step=step, epoch=round(step / epoch_steps, 4), test_loss=test_loss,
-                                  test_accuracy=test_acc, val_loss=val_loss, val_accuracy=val_acc))
-        state["best"] = max(test_acc, state["best"] or 0.0)
-        state["last_eval"] = (step, test_loss, test_acc, val_loss, val_acc)
-
-    model.train()
-    batches = train_batches(data, cfg.batch_size, cfg.seed, start_step=state["step"])
-    loss_sum = torch.tensor(state["loss_sum"], device=device)
-    correct = torch.tensor(state["correct"], device=device)
-    started = time.perf_counter() - state["elapsed"]
-    end = state["step"] if state.get("diverged_at") else total  # a diverged run stays stopped on resume
-    with _StopFlag() as stop:
-        for t in range(state["step"], end):
-            if t == rewind_at and main:
-                save_atomic(model.state_dict(), run_dir / "rewind.pt")
-            x, y = map(replicas.shard, next(batches))
-            if cfg.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                out = net(x)
-                loss = criterion(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            info = sparsifier.step()
-            if info.stepped:  # the lr follows optimizer steps (an update iteration may replace one)
-                scheduler.step()
-            flops.step(info)
-            loss_sum += loss.detach().float() * len(y)
-            correct += (out.argmax(1) == y).sum()
-            state["seen"] += len(y)
-            step = t + 1
-            state["step"], state["elapsed"] = step, time.perf_counter() - started
-            if info.updated and cfg.check_replicas:
-                replicas.check(f"masks after the update at step {step}", sparsifier.masks)
-            if info.updated:
-                logs["updates"].append(dict(step=step, grown=info.grown, grown_fraction=info.grown / sum(info.counts),
-                                            density=sparsifier.global_density()))
-            logged = step % log_every == 0 or step == total
-            if logged:
-                totals = replicas.all_sum(torch.stack([loss_sum, correct.float(),
-                                                       torch.tensor(float(state["seen"]), device=device)]))
-                train_loss = totals[0].item() / totals[2].item()
-                logs["log"].append(dict(
-                    step=step, epoch=round(step / epoch_steps, 4), lr=scheduler.get_last_lr()[0],
-                    train_loss=train_loss, train_accuracy=100 * totals[1].item() / totals[2].item(),
-                    density=sparsifier.global_density(), train_flops=flops.total * cfg.batch_size,
-                    wall_time_s=round(state["elapsed"], 3)))
-                loss_sum.zero_()
-                correct.zero_()
-                state["seen"] = 0
-            # A non-finite training loss will not recover: evaluate, save and stop the run there.
-            diverged = logged and not math.isfinite(train_loss)
-            if diverged:
-                state["diverged_at"] = step
-            if step % eval_every == 0 or step == total or diverged:
-                run_eval(step)
-            if progress:
-                progress(step, total)
-            # Under torchrun all ranks must stop at the same step: they agree at log steps.
-            interrupted = step == stop_after or ((logged or not replicas.parallel) and replicas.any(stop.set, device))
-            if step % checkpoint_every == 0 or step == total or interrupted or diverged:
-                state["loss_sum"], state["correct"] = loss_sum.item(), correct.item()
-                save()
-            if diverged:
-                break
-            if interrupted and step < total:
-                raise RunInterrupted(f"stopped after step {step} of {total}; checkpoint saved in {run_dir}")
-
-    metrics = final_metrics(cfg, sparsifier, flops, state, run.reference_steps, run.width,
+    loop.resume()
+    loop.run_steps(progress, stop_after)
+    metrics = final_metrics(cfg, run.sparsifier, loop.flops, loop.state, run.reference_steps, run.width,
                             len(init_batches) * cfg.batch_size, dense_metrics)
     metrics["replica_fingerprints"] = replicas.check("final weights and masks",
-                                                     [*model.parameters(), *sparsifier.masks])
-    if main:
+                                                     [*run.model.parameters(), *run.sparsifier.masks])
+    if replicas.main:
         write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
@@ -529,11 +439,11 @@ def run_record(cfg: RunConfig, device: torch.device, width: float, total: int, w
             "world_size": world_size, "per_rank_batch": cfg.batch_size // world_size}
 
 
-def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: dict[str, Any],
+def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: LoopState,
                   reference_steps: int, width: float, init_samples: int,
                   pretrain: dict[str, Any] | None = None) -> dict[str, Any]:
     """metrics.json of a finished run; `pretrain` is a lottery run's dense run's metrics."""
-    step, test_loss, test_acc, val_loss, val_acc = state["last_eval"]
+    step, test_loss, test_acc, val_loss, val_acc = state.last_eval
     summary = flops.summary(reference_steps, sparsifier.counts, init_samples, cfg.batch_size)
     lottery = {}
     if pretrain:
@@ -544,12 +454,12 @@ def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: 
     return {
         "run_id": cfg.run_id(),
         "test_accuracy": test_acc,
-        "best_test_accuracy": state["best"],
+        "best_test_accuracy": state.best,
         "test_loss": test_loss,
         "val_accuracy": val_acc,
         "val_loss": val_loss,
         "steps": step,
-        "diverged_at_step": state.get("diverged_at"),
+        "diverged_at_step": state.diverged_at,
         "width": width,
         "global_density": sparsifier.global_density(),
         "layer_density": sparsifier.densities(),
@@ -557,8 +467,8 @@ def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: 
         "total_params": total_params,
         "flops": dataclasses.asdict(summary),
         **lottery,
-        "wall_time_s": state["elapsed"],
-        "steps_per_s": step / state["elapsed"] if state["elapsed"] else None,
+        "wall_time_s": state.elapsed,
+        "steps_per_s": step / state.elapsed if state.elapsed else None,
         "peak_memory_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
         "commit": git_commit(),
         "code": code_fingerprint(),

@@ -13,7 +13,8 @@ import methods
 from analysis.cli import main as analysis_main
 from benchmark.cli import main
 from benchmark.presets import preset_config
-from benchmark.train import save_atomic, train
+from benchmark.checkpoints import save_atomic
+from benchmark.train import train
 
 QUICK = ["--preset", "digits-lenet300", "--steps", "2", "--log-every", "1", "--methods", "static"]
 FIXTURE_RUN = sorted((Path(__file__).parent / "fixtures" / "sweep" / "runs").glob("rigl-s0.9-seed0-*"))[0]

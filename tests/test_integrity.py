@@ -225,7 +225,7 @@ def test_an_interrupted_run_of_other_code_is_not_resumed(tmp_path, monkeypatch):
     with pytest.raises(train_module.RunInterrupted):
         train_module.train(cfg, tmp_path / "r", stop_after=10)
     monkeypatch.setattr(train_module, "code_fingerprint", lambda: "0123456789ab")
-    with pytest.raises(train_module.StaleRun, match="started by other training code .*--rerun-stale"):
+    with pytest.raises(provenance.StaleRun, match="started by other training code .*--rerun-stale"):
         train_module.train(cfg, tmp_path / "r")
 
 
