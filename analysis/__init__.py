@@ -2,10 +2,12 @@
 
     python -m analysis plot --runs results/runs.csv --out results/figures [--paper]
     python -m analysis table --runs results/runs.csv --out results/tables
-    python -m analysis landscape RUN_A RUN_B --out results/landscape [--restart-from RUN]
+    python -m analysis landscape RUN_A RUN_B --out results/landscape [--restart-from RUN]  (runs experiments/)
 
 The same functions back the notebooks in notebooks/.
 """
+from benchmark.logs import read_log
+
 from . import plots, style, tables
 from .runs import (
     find_run_dirs,
@@ -16,7 +18,6 @@ from .runs import (
     load_runs,
     paper_rows,
     read_landscape,
-    read_log,
     read_restart,
     read_run,
     run_dirs_for,
@@ -29,7 +30,6 @@ __all__ = [
     "group_rows",
     "group_title",
     "groups",
-    "landscape",
     "load_paper",
     "load_runs",
     "paper_rows",
@@ -45,11 +45,3 @@ __all__ = [
     "tables",
 ]
 
-
-def __getattr__(name: str):
-    # analysis.landscape is imported on first use (it builds models and loads data)
-    if name == "landscape":
-        import importlib
-
-        return importlib.import_module(".landscape", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -169,8 +169,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _landscape_tables(folder: Path, restart: bool = True) -> tuple:
-    """(landscape.csv, restart/restart.csv if `restart` and it is there, else None, the two endpoints'
+def _landscape_tables(folder: Path, with_restart: bool = True) -> tuple:
+    """(landscape.csv, restart/restart.csv if `with_restart` and it is there, else None, the two endpoints'
     method names) of a `python -m analysis landscape` folder, read and checked before anything is drawn."""
     from .runs import read_landscape, read_restart
 
@@ -181,7 +181,7 @@ def _landscape_tables(folder: Path, restart: bool = True) -> tuple:
     if not (start and end):
         raise ValueError(f"{folder / 'landscape.json'} lacks start_label and end_label; {how}")
     restart_csv = folder / "restart" / "restart.csv"
-    restarts = read_restart(restart_csv) if restart and restart_csv.exists() else None
+    restarts = read_restart(restart_csv) if with_restart and restart_csv.exists() else None
     return read_landscape(folder / "landscape.csv"), restarts, (start[0], end[0])
 
 
@@ -212,8 +212,9 @@ def cmd_landscape(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
 
     from benchmark.data import DATASETS
+    from experiments import landscape, restart
 
-    from . import landscape, style
+    from . import style
 
     formats = style.parse_formats(args.formats)
     settings = landscape.LandscapeSettings(
@@ -234,16 +235,16 @@ def cmd_landscape(args: argparse.Namespace) -> int:
             size = cfg.train_subset or round(DATASETS[cfg.dataset].train_size * (1 - cfg.val_fraction))
             steps = max(1, size // cfg.batch_size)
         # checked before the (longer) landscape run, so that bad restart settings fail fast
-        landscape.restart_configs(args.restart_from, steps, methods, args.restart_lr or None,
-                                  None if args.device == "auto" else args.device)
+        restart.restart_configs(args.restart_from, steps, methods, args.restart_lr or None,
+                                None if args.device == "auto" else args.device)
     result = landscape.run_landscape(args.start, args.end, settings, out, report=report)
     if args.restart_from:
         report(f"restart: {', '.join(methods)} from {args.restart_from} for {steps} steps into {out / 'restart'}")
-        landscape.restart(args.restart_from, out / "restart", steps, methods, args.restart_lr or None,
-                          None if args.device == "auto" else args.device, report=report)
+        restart.restart(args.restart_from, out / "restart", steps, methods, args.restart_lr or None,
+                        None if args.device == "auto" else args.device, report=report)
         result.files.append(out / "restart" / "restart.csv")
     # drawn from the files just written, exactly as `plot --landscape` redraws it
-    result.files += _landscape_figure(_landscape_tables(out, restart=bool(args.restart_from)), out, formats)
+    result.files += _landscape_figure(_landscape_tables(out, with_restart=bool(args.restart_from)), out, formats)
     print(json.dumps(result.summary["barriers"], indent=2))
     for path in result.files:
         print(path)

@@ -227,17 +227,6 @@ def read_run(path: str | Path) -> RunRecord:
     return RunRecord(path, record["config"], record, metrics, updates)
 
 
-def read_log(path: str | Path, name: str = "log.csv") -> pd.DataFrame:
-    """A run folder's log.csv (or evals.csv, updates.csv) as a DataFrame; empty if absent."""
-    file = Path(path) / name
-    if not file.is_file():
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(file)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return pd.DataFrame()
-
-
 # ---- the paper's numbers ----
 
 def load_paper(path: str | Path = PAPER_CSV) -> pd.DataFrame:

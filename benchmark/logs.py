@@ -5,6 +5,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 LOG_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_accuracy", "density", "train_flops", "wall_time_s"]
 EVAL_COLUMNS = ["step", "epoch", "test_loss", "test_accuracy", "val_loss", "val_accuracy"]
 UPDATE_COLUMNS = ["step", "grown", "grown_fraction", "density"]
@@ -37,3 +39,14 @@ class CsvLog:
             if new:
                 writer.writeheader()
             writer.writerows(rows)
+
+
+def read_log(path: str | Path, name: str = "log.csv") -> pd.DataFrame:
+    """A run folder's log.csv (or evals.csv, updates.csv) as a DataFrame; empty if absent."""
+    file = Path(path) / name
+    if not file.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return pd.DataFrame()

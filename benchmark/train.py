@@ -78,20 +78,23 @@ def lr_factor(cfg: RunConfig, epoch_steps: int) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, split: str, criterion, amp: bool) -> tuple[float, float]:
-    """(mean loss, accuracy in %) of `model` on a split."""
+def evaluate(model: nn.Module, batches, criterion, amp: bool = False) -> tuple[float, float]:
+    """(mean loss, accuracy in %) of `model` in eval mode over `batches` (e.g. `eval_batches(data, "test")`):
+    the one evaluation of the harness and its experiments."""
     was_training = model.training
     model.eval()
     loss = torch.zeros(())
     correct = torch.zeros((), dtype=torch.long)
     seen = 0
-    for x, y in eval_batches(data, split):
+    for x, y in batches:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(x)
         loss += criterion(out.float(), y).float().cpu() * len(y)
         correct += (out.argmax(1) == y).sum().cpu()
         seen += len(y)
     model.train(was_training)
+    if not seen:
+        raise ValueError("no batches to evaluate on")
     return loss.item() / seen, 100.0 * correct.item() / seen
 
 
@@ -304,8 +307,9 @@ class Loop:
     def evaluate(self, step: int) -> None:
         """Test (and validation) loss and accuracy after `step`, logged and kept as the last evaluation."""
         model, data, criterion, amp = self.run.model, self.data, self.run.criterion, self.cfg.amp
-        test_loss, test_acc = evaluate(model, data, "test", criterion, amp)
-        val_loss, val_acc = evaluate(model, data, "val", criterion, amp) if data.val is not None else (None, None)
+        test_loss, test_acc = evaluate(model, eval_batches(data, "test"), criterion, amp)
+        val_loss, val_acc = (evaluate(model, eval_batches(data, "val"), criterion, amp) if data.val is not None
+                             else (None, None))
         self.logs["evals"].append(dict(step=step, epoch=round(step / self.epoch_steps, 4), test_loss=test_loss,
                                        test_accuracy=test_acc, val_loss=val_loss, val_accuracy=val_acc))
         self.state.best = max(test_acc, self.state.best or 0.0)

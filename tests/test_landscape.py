@@ -1,4 +1,4 @@
-"""analysis.landscape end to end on two tiny digits runs trained here (nothing is committed):
+"""experiments.landscape and experiments.restart end to end on two tiny digits runs trained here (nothing is committed):
 linear interpolation, Bezier curves (sparse and dense), BN re-estimation, restarts, CLI."""
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from conftest import tiny_convnet
 from matplotlib.colors import to_hex
 
 import analysis
-from analysis import landscape as L
+from experiments import landscape as L
+from experiments import restart as R
 from analysis import plots, style
 from analysis.cli import main
 from benchmark.cli import main as benchmark_main
@@ -50,7 +51,7 @@ def result(solutions, tmp_path_factory):
 
 
 def _own_loss(run_dir: Path) -> tuple[float, float]:
-    """The checkpoint's own training loss and test accuracy, computed here without analysis.landscape."""
+    """The checkpoint's own training loss and test accuracy, computed here without experiments.landscape."""
     record = L.load_solution(run_dir)
     cfg = record.config
     data = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, train_subset=cfg.train_subset or None)
@@ -164,7 +165,7 @@ def test_coefficients_grid():
 
 def test_restart_continues_the_static_solution_with_rigl_and_static(solutions, tmp_path):
     _, static = solutions
-    frame = L.restart(static, tmp_path, steps=40, report=lambda _: None)
+    frame = R.restart(static, tmp_path, steps=40, report=lambda _: None)
     assert set(frame["method"]) == {"rigl", "static"}
     for method, s in frame.groupby("method"):
         assert s["step"].is_monotonic_increasing and s["step"].iloc[-1] == 40

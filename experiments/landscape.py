@@ -12,8 +12,6 @@
   `train_batches` batches of the un-augmented training split), test loss and accuracy; models with
   batch norm get their running statistics re-estimated on those training batches first
   (`bn_recomputed` in the CSV).
-- `restart`: continue a (static) solution with rigl and with static through the harness's
-  --init-from, and collect their training-loss curves from log.csv.
 """
 from __future__ import annotations
 
@@ -44,9 +42,8 @@ from benchmark.files import read_run_config
 from benchmark.models import build_model
 from benchmark.checkpoints import checkpoint_file, load_run_state, load_weights
 from benchmark.distributed import resolve_device
+from benchmark.train import evaluate
 from methods.settings import check_types
-
-from .runs import read_log
 
 __all__ = [
     "CSV_COLUMNS",
@@ -62,10 +59,7 @@ __all__ = [
     "interpolate",
     "linear_path",
     "load_solution",
-    "loss_and_accuracy",
     "recompute_bn",
-    "restart",
-    "restart_losses",
     "run_landscape",
     "train_bezier",
     "union_masks",
@@ -75,7 +69,6 @@ State = dict[str, Tensor]
 Batch = tuple[Tensor, Tensor]
 PATHS = ("linear", "bezier-sparse", "bezier-dense")
 CSV_COLUMNS = ["coefficient", "path", "train_loss", "test_accuracy", "bn_recomputed", "train_accuracy", "test_loss"]
-RESTART_COLUMNS = ["method", "step", "train_loss", "run_id", "start_loss"]
 
 
 # ---- the two solutions ----
@@ -212,21 +205,6 @@ def recompute_bn(model: nn.Module, batches: Iterable[Batch]) -> bool:
     return True
 
 
-@torch.no_grad()
-def loss_and_accuracy(model: nn.Module, batches: Iterable[Batch], criterion: Callable) -> tuple[float, float]:
-    """(mean loss over examples, accuracy in %) of `model` in eval mode."""
-    model.eval()
-    total, correct, seen = 0.0, 0, 0
-    for x, y in batches:
-        out = model(x)
-        total += float(criterion(out, y)) * len(y)
-        correct += int((out.argmax(1) == y).sum())
-        seen += len(y)
-    if not seen:
-        raise ValueError("no batches to evaluate on")
-    return total / seen, 100.0 * correct / seen
-
-
 @dataclass
 class Evaluator:
     """Evaluates a model at given weights: BN re-estimation (if any), train loss/accuracy, test loss/accuracy."""
@@ -245,8 +223,8 @@ class Evaluator:
         self.model.load_state_dict(state)
         if self.bn_recomputed:
             recompute_bn(self.model, self.train)
-        train_loss, train_acc = loss_and_accuracy(self.model, self.train, self.criterion)
-        test_loss, test_acc = loss_and_accuracy(self.model, self.test, self.criterion)
+        train_loss, train_acc = evaluate(self.model, self.train, self.criterion)
+        test_loss, test_acc = evaluate(self.model, self.test, self.criterion)
         return dict(train_loss=train_loss, test_accuracy=test_acc, bn_recomputed=self.bn_recomputed,
                     train_accuracy=train_acc, test_loss=test_loss)
 
@@ -474,61 +452,3 @@ def run_landscape(path_a: str | Path, path_b: str | Path, settings: LandscapeSet
         (out / "landscape.json").write_text(json.dumps(result.summary, indent=2, default=str))
         result.files += [out / "landscape.csv", out / "landscape.json"]
     return result
-
-
-# ---- restarts ----
-
-def restart_configs(start_run: str | Path, steps: int, methods: Sequence[str] = ("rigl", "static"),
-                    lr: float | None = None, device: str | None = None) -> list[RunConfig]:
-    """Run settings that continue `start_run`'s final weights and masks with each method for `steps` steps."""
-    start_run = Path(start_run).resolve()
-    checkpoint = checkpoint_file(start_run)  # raises if there is no checkpoint
-    if steps < 1:
-        raise ValueError("--restart-steps must be >= 1")
-    _, base = read_run_config(checkpoint.parent)
-    log_every = max(1, min(base.log_every, steps // 20 or 1))
-    configs = []
-    for method in methods:
-        cfg = dataclasses.replace(base, method=method, init_from=str(start_run), steps=steps, multiplier=1.0,
-                                  log_every=log_every, checkpoint_every=steps, eval_every=steps)
-        if lr:
-            cfg.lr = lr
-        if device:
-            cfg.device = device
-        cfg.validate()
-        configs.append(cfg)
-    return configs
-
-
-def restart_losses(out: str | Path, configs: Sequence[RunConfig], start_run: str | Path | None = None) -> pd.DataFrame:
-    """Training-loss curves (log.csv) of restarted runs: columns method, step, train_loss, run_id, start_loss
-    (the last logged training loss of the run they started from, if known)."""
-    start_loss = math.nan
-    if start_run is not None:
-        log = read_log(Path(start_run) if Path(start_run).is_dir() else Path(start_run).parent)
-        if not log.empty and "train_loss" in log.columns:
-            start_loss = float(log["train_loss"].iloc[-1])
-    frames = []
-    for cfg in configs:
-        log = read_log(Path(out) / "runs" / cfg.run_id())
-        if log.empty:
-            continue
-        frames.append(pd.DataFrame(dict(method=cfg.method, step=log["step"], train_loss=log["train_loss"],
-                                        run_id=cfg.run_id(), start_loss=start_loss)))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESTART_COLUMNS)
-
-
-def restart(start_run: str | Path, out: str | Path, steps: int, methods: Sequence[str] = ("rigl", "static"),
-            lr: float | None = None, device: str | None = None,
-            report: Callable[[str], None] = print) -> pd.DataFrame:
-    """The paper's restart experiment: train each method from `start_run`'s final weights and masks
-    (the harness's --init-from) for `steps` steps into out/ (runs.csv and runs/), and return their
-    training-loss curves; out/restart.csv gets the same table. Finished restarts are not re-run."""
-    from benchmark.sweep import run_sweep
-
-    out = Path(out)
-    configs = restart_configs(start_run, steps, methods, lr, device)
-    run_sweep(configs, out, report=report)
-    frame = restart_losses(out, configs, start_run)
-    frame.to_csv(out / "restart.csv", index=False)
-    return frame
