@@ -14,12 +14,10 @@ reported alone (`flops.pretrain_flops` of metrics.json, runs.csv's `pretrain_flo
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import json
 import math
-import re
 import signal
 import time
 from collections.abc import Callable

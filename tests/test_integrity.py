@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +21,7 @@ from benchmark.cli import main
 from benchmark.config import RunConfig
 from benchmark.presets import preset_config
 from benchmark.results import RUN_COLUMNS, SCHEMA_VERSION, ResultsError, append_row, read_runs, summarize
-from benchmark.sweep import expand_grid, run_sweep
+from benchmark.sweep import expand_grid
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = ["--preset", "digits-lenet300", "--log-every", "5", "--checkpoint-every", "20"]
