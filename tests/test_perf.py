@@ -31,8 +31,11 @@ def test_perf_command_runs_and_prints_json(capsys):
     model = report["models"]["lenet-300-100"]
     variants = model["training"]["variants"]
     assert set(variants) == {"dense", "static", "rigl", "rigl update", "snfs", "snfs update"}
+    assert model["training"]["rounds"] == 1  # --rounds 1: each ratio is that round's medians' ratio
+    dense_ms = model["training"]["dense_step_ms"]
+    assert variants["dense"]["step_ms"] == dense_ms and variants["dense"]["ratio"] == 1.0
     for row in variants.values():
-        assert row["step_ms"] > 0 and row["ratio"] > 0 and row["flops_multiplier"] > 0
+        assert row["ratio"] == pytest.approx(row["step_ms"] / dense_ms)
     assert variants["rigl"]["flops_multiplier"] == pytest.approx(0.1, abs=0.01)  # 3 f_S / 3 f_D at 90%
     assert variants["rigl update"]["cost_dense_steps"] == variants["rigl update"]["added_fraction"]
     assert all("added_ms" in row for label, row in variants.items() if label != "dense")
@@ -175,13 +178,15 @@ def test_rigl_update_with_zero_gradients_stays_exact():
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         model[1].weight.grad[:, ::2] = 0  # half the inputs give no gradient
+        before = [m.clone() for m in s.masks]
         info = s.step()
         assert s.counts == s.targets
         assert all(torch.all(w[~m] == 0) for w, m in zip(s.weights, s.masks))
         assert all(torch.all(opt.state[w]["momentum_buffer"][~m] == 0) for w, m in zip(s.weights, s.masks))
         assert all(int(m.sum()) == c for m, c in zip(s.masks, s.counts))
-        if info.updated:
-            assert info.grown is not None and info.grown >= 0
+        if info.updated:  # grown: connections active now that were not before, counted here from the masks
+            assert info.grown == sum(int((m & ~b).sum()) for m, b in zip(s.masks, before))
+            assert info.grown > 0 and s.is_update_step(t)
     assert math.isclose(s.global_density(), 0.1, abs_tol=1e-3)
 
 
