@@ -237,14 +237,16 @@ def _text(value: Any) -> str:
 def protocol_labels(df: pd.DataFrame) -> pd.Series:
     """Per row, the settings that tell its protocol from the others of its (dataset, model) and of its
     summary group ("lr=0.5, epochs=1"); empty where they all share one protocol (`NOT_PROTOCOL`
-    settings and the seed are columns of their own)."""
+    settings and the seed are columns of their own; a dense run has no mask, so its distribution and
+    layer sparsities never set it apart)."""
     settings = df["settings"].map(json.loads)
     labels = pd.Series("", index=df.index, dtype=object)
     differing: dict[Any, set[str]] = {i: set() for i in df.index}
     for keys, ignore in ((["dataset", "model"], NOT_PROTOCOL), (GROUP_COLUMNS, set())):
-        for _, index in df.groupby(keys, dropna=False).groups.items():
+        for group, index in df.groupby(keys, dropna=False).groups.items():
             values = [settings[i] for i in index]
-            names = {k for s in values for k in s} - ignore
+            unused = {"distribution", "layer_sparsity"} if "dense" in group else set()  # GROUP_COLUMNS' method
+            names = {k for s in values for k in s} - ignore - unused
             changing = {k for k in names if len({json.dumps(s.get(k)) for s in values}) > 1}
             for i in index:
                 differing[i] |= changing

@@ -81,6 +81,42 @@ def test_load_runs_from_run_folders():
 def test_select_names_what_exists(runs):
     with pytest.raises(ValueError, match="the runs have digits"):
         analysis.select(runs, dataset="cifar10")
+    with pytest.raises(ValueError, match="the runs have 0.8, 0.9"):
+        analysis.select(runs, sparsities=[0.5])
+
+
+def test_select_by_sparsity_keeps_the_dense_baseline(runs):
+    picked = analysis.select(runs, methods=["dense", "rigl"], sparsities=[0.9])
+    assert sorted(set(zip(picked.method, picked.sparsity))) == [("dense", 0.0), ("rigl", 0.9)]
+    assert len(picked) == 2 + 6  # dense: 2 seeds; rigl at 0.9: uniform 1x and 2x, ERK; 2 seeds each
+
+
+def test_load_runs_reads_several_files_and_labels_protocols_over_all_of_them():
+    pattern = str(REPO / "results" / "*" / "runs.csv")
+    files = sorted((REPO / "results").glob("*/runs.csv"))
+    df = analysis.load_runs([pattern])
+    assert len(df) == sum(len(pd.read_csv(f)) for f in files) > 200
+    mnist = [g for g in analysis.groups(df) if g[:2] == ("mnist", "lenet-300-100")]
+    # the full (200 epochs) and the shortened (20 epochs) protocol, each with its own dense runs
+    assert len(mnist) == 2
+    for group, epochs in zip(sorted(mnist, key=lambda g: "epochs=20," in g[2]), (200, 20)):
+        rows = analysis.group_rows(df, *group)
+        assert set(rows["epochs"]) == {epochs} and (rows["method"] == "dense").sum() == 3
+    assert analysis.groups(analysis.select(df, "fashion-mnist", "lenet-5")) == [("fashion-mnist", "lenet-5", "")]
+    folders = analysis.run_dirs_for([pattern], analysis.select(df, "fashion-mnist", "lenet-5"))
+    assert len(folders) == 22 and all(f.parent.parent.name == "fashion-mnist-lenet5" for f in folders)
+    with pytest.raises(analysis.runs.ResultsError, match="no file matches .*nowhere"):
+        analysis.load_runs([pattern, str(REPO / "nowhere" / "*.csv")])
+
+
+def test_paper_rows_sit_at_the_layer_sparsities_the_paper_runs():
+    rows = analysis.paper_rows(analysis.load_paper(), "mnist", "lenet-300-100")
+    rigl = rows[rows["method"] == "rigl"].iloc[0]
+    # the paper's "87%": layer sparsities 0.98/0.882/dense of 784x300, 300x100, 100x10 keep 9244 of 266200 weights
+    assert (rigl["reported_sparsity"], rigl["sparsity"], rigl["top1_accuracy"]) == (0.87, 0.9653, 98.56)
+    assert "rigl+" not in set(rows["method"])  # not a method here, and no layer sparsities to place it by
+    snip = rows[rows["method"] == "snip"]
+    assert list(snip["sparsity"]) == list(snip["reported_sparsity"]) == [0.95, 0.98]
 
 
 # ---- figures ----
