@@ -132,9 +132,10 @@ def select(df: pd.DataFrame, dataset: str | None = None, model: str | None = Non
                              f"{', '.join(sorted(df['method'].unique()))}")
     if sparsities:
         wanted = out["sparsity"].map(lambda s: any(math.isclose(s, w, abs_tol=1e-6) for w in sparsities))
-        if not (wanted & (out["method"] != "dense")).any():
-            raise ValueError(f"no sparse runs at sparsity {', '.join(f'{s:g}' for s in sparsities)}; the runs have "
-                             f"{', '.join(f'{s:g}' for s in sorted(out.loc[out['method'] != 'dense', 'sparsity'].unique()))}")
+        sparse = out["method"] != "dense"
+        if not (wanted & sparse).any():
+            have = ", ".join(f"{s:g}" for s in sorted(out.loc[sparse, "sparsity"].unique()))
+            raise ValueError(f"no sparse runs at sparsity {', '.join(f'{s:g}' for s in sparsities)}; the runs have {have}")
         out = out[wanted | (out["method"] == "dense")]
     return out
 
@@ -288,15 +289,20 @@ def load_paper(path: str | Path = PAPER_CSV) -> pd.DataFrame:
 def paper_rows(paper: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
     """The paper's rows for a harness (dataset, model), mapping names ("resnet-50" -> "resnet50"), placed
     on this suite's sparsity axis: `sparsity` is the overall sparsity of the layer sparsities the paper's
-    code runs (`PAPER_LAYER_SPARSITY`), `reported_sparsity` the paper's number; rows in
-    `PAPER_NOT_OVERLAID` are left out."""
+    code runs (`PAPER_LAYER_SPARSITY`), `reported_sparsity` the paper's number and `placement` says why
+    they differ (empty where they do not); rows in `PAPER_NOT_OVERLAID` are left out."""
     d = PAPER_DATASET_NAMES.get(dataset, dataset)
     m = PAPER_MODEL_NAMES.get(model, model)
     rows = paper[(paper["dataset"] == d) & (paper["model"] == m)].reset_index(drop=True)
     keys = list(zip(rows.get("source", pd.Series("", index=rows.index)), rows["method"]))
-    rows = rows.assign(reported_sparsity=rows["sparsity"],
-                       sparsity=[_run_sparsity(dataset, model, PAPER_LAYER_SPARSITY[k]) if k in PAPER_LAYER_SPARSITY
-                                 else s for k, s in zip(keys, rows["sparsity"])])
+    placed = {k: _run_sparsity(dataset, model, PAPER_LAYER_SPARSITY[k]) for k in keys if k in PAPER_LAYER_SPARSITY}
+    rows = rows.assign(
+        reported_sparsity=rows["sparsity"],
+        sparsity=[placed.get(k, s) for k, s in zip(keys, rows["sparsity"])],
+        placement=[f"the paper calls it {s:.0%} sparse, but its layer sparsities "
+                   f"{'/'.join(f'{v:g}' if v else 'dense' for v in PAPER_LAYER_SPARSITY[k])} keep "
+                   f"{1 - placed[k]:.2%} of the weights" if k in placed else ""
+                   for k, s in zip(keys, rows["sparsity"])])
     return rows[[k not in PAPER_NOT_OVERLAID for k in keys]].reset_index(drop=True)
 
 
@@ -304,7 +310,8 @@ def _run_sparsity(dataset: str, model: str, layer_sparsity: tuple[float, ...]) -
     """Overall sparsity of `model` at these layer sparsities, as a run of this suite records it."""
     from benchmark.config import RunConfig  # builds the model (on the meta device): imported on first use
 
-    return RunConfig(dataset=dataset, model=model, distribution="custom", layer_sparsity=layer_sparsity).custom_sparsity()
+    config = RunConfig(dataset=dataset, model=model, distribution="custom", layer_sparsity=layer_sparsity)
+    return config.custom_sparsity()
 
 
 # ---- loss-landscape outputs ----
