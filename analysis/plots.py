@@ -150,9 +150,13 @@ def _legend(fig: Figure, axes: Sequence[Axes], notes: Sequence[str] = ()) -> Non
                handlelength=2.2, columnspacing=1.0, borderaxespad=0.2)
 
 
-def _title(fig: Figure, text: str) -> None:
-    """The figure's title, wrapped to its width (call after `_legend`, which may widen the figure)."""
-    fig.suptitle(_wrap(text, fig.get_figwidth(), plt.rcParams["figure.titlesize"]))
+def _title(fig: Figure, group: str, what: str) -> None:
+    """"group: what" as the figure's title, on two lines (then wrapped) where one is too long for its width
+    (call after `_legend`, which may widen the figure)."""
+    size = plt.rcParams["figure.titlesize"]
+    text = f"{group}: {what}"
+    fig.suptitle(text if _wrap(text, fig.get_figwidth(), size) == text else
+                 _wrap(f"{group}\n{what}", fig.get_figwidth(), size))
 
 
 def _seeds_note(summ: pd.DataFrame, unit: str = "seeds") -> str:
@@ -348,7 +352,7 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
     for ax, points in zip(axes, panel_points):
         _fit_y(ax, points)
     _legend(fig, axes, [_seeds_note(summ), *dict.fromkeys(notes)])
-    _title(fig, f"{title}: accuracy vs training FLOPs")
+    _title(fig, title, "accuracy vs training FLOPs")
     return fig
 
 
@@ -388,7 +392,7 @@ def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None =
     ax.set_ylabel(ACCURACY_LABELS[metric])
     _fit_y(ax, points)
     _legend(fig, axes, [_seeds_note(summ), *notes])
-    _title(fig, f"{title}: accuracy vs sparsity")
+    _title(fig, title, "accuracy vs sparsity")
     return fig
 
 
@@ -427,7 +431,7 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
     _flops_axes(axes, xs)
     _fit_y(ax, points)
     _legend(fig, axes, [_seeds_note(summ), *notes])
-    _title(fig, f"{title}: accuracy vs inference FLOPs")
+    _title(fig, title, "accuracy vs inference FLOPs")
     return fig
 
 
@@ -494,7 +498,7 @@ def layer_density(run_dirs: Iterable[str | Path | RunRecord], title: str | None 
         ax.set_title(_percent(level))
     counts = df.groupby(["distribution", "sparsity"])["run"].nunique().rename("seeds").to_frame()
     _legend(fig, axes, ["distribution; bars: " + _seeds_note(counts, "runs (every sparse method and seed)")])
-    _title(fig, f"{_folders_title(records, title)}: final density of each layer")
+    _title(fig, _folders_title(records, title), "final density of each layer")
     return fig
 
 
@@ -550,7 +554,7 @@ def mask_updates(run_dirs: Iterable[str | Path | RunRecord], x: str = "step", ti
         ax.set_title(_percent(level))
     counts = df.groupby(["method", "distribution", "multiplier", "sparsity"])["run"].nunique().rename("seeds")
     _legend(fig, axes, [_seeds_note(counts.to_frame())])
-    _title(fig, f"{_folders_title(records, title)}: connections grown per mask update")
+    _title(fig, _folders_title(records, title), "connections grown per mask update")
     return fig
 
 
