@@ -266,21 +266,26 @@ def _fit_y(ax: Axes, points: Sequence[_Point]) -> None:
         note.set_gid(f"below-note|{p.name}")
 
 
-def _flops_axes(axes: Sequence[Axes], values: Iterable[float]) -> None:
-    """FLOP multipliers on the x axes: logarithmic when `values` (every x drawn) span LOG_SPAN or more,
+def _drawn_x(ax: Axes) -> np.ndarray:
+    """The positive x of the series and points on `ax` (not of the bands, whose x are axes coordinates)."""
+    lines = [line for line in ax.get_lines() if (line.get_gid() or "|band").split("|")[-1] != "band"]
+    xs = np.array([x for line in lines for x in np.atleast_1d(line.get_xdata())], float)
+    return xs[np.isfinite(xs) & (xs > 0)]
+
+
+def _flops_axes(axes: Sequence[Axes]) -> None:
+    """FLOP multipliers on the x axes: logarithmic when the points drawn on them span LOG_SPAN or more,
     with ticks at 1, 2, 5 x 10^k (1, 2 or 1 where that is too many) labelled "0.02x", "0.1x", "1x"; linear
     otherwise, labelled the same way."""
-    v = np.array([x for x in values if np.isfinite(x) and x > 0], float)
-    label = FuncFormatter(lambda t, _: f"{t:g}x")
-    if len(v) == 0 or v.max() / v.min() < LOG_SPAN:
+    every = np.concatenate([_drawn_x(ax) for ax in axes])
+    if len(every) == 0 or every.max() / every.min() < LOG_SPAN:
         for ax in axes:
-            ax.xaxis.set_major_formatter(label)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g}x"))
         return
     for ax in axes:
+        xs = _drawn_x(ax)
+        lo, hi = (xs.min(), xs.max()) if len(xs) else (every.min(), every.max())
         ax.set_xscale("log")
-        drawn = [line for line in ax.get_lines() if (line.get_gid() or "|band").split("|")[-1] != "band"]
-        xs = np.array([x for line in drawn for x in np.atleast_1d(line.get_xdata()) if np.isfinite(x) and x > 0])
-        lo, hi = (xs.min(), xs.max()) if len(xs) else (v.min(), v.max())
         for steps in ((1, 2, 5), (1, 2), (1,)):  # the finest that keeps to five labels (a panel's width)
             ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
                      for m in steps if lo / 1.3 <= m * 10.0 ** e <= hi * 1.3]
@@ -319,18 +324,16 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
     if not levels:
         raise ValueError("no sparse runs to plot against training FLOPs")
     fig, axes = _panels(len(levels))
-    xs, notes, panel_points = [], [], []
+    notes, panel_points = [], []
     for ax, level in zip(axes, levels):
         points: list[_Point] = []
         _dense_band(ax, summ, points, "train_flops_multiplier")
-        xs += list(summ.loc[summ["method"] == "dense", "train_flops_multiplier"])
         here = summ[(summ["method"] != "dense") & np.isclose(summ["sparsity"], level)]
         for method, distribution in _series_keys(here, ["method", "distribution"]):
             s = here[(here["method"] == method) & (here["distribution"] == distribution)]
             s = s.sort_values("train_flops_multiplier")
             _errorbar(ax, s["train_flops_multiplier"], s["test_accuracy_mean"], s["test_accuracy_std"],
                       method, distribution, 1.0, points)
-            xs += list(s["train_flops_multiplier"])
             for r in s.itertuples():
                 if r.multiplier != 1.0:
                     ax.annotate(f"{r.multiplier:g}x", (r.train_flops_multiplier, r.test_accuracy_mean), fontsize=6,
@@ -342,13 +345,12 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
                 s = p[(p["method"] == method) & (p["distribution"] == distribution)].sort_values("train_flops_x")
                 _errorbar(ax, s["train_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, 1.0,
                           points, paper=True)
-                xs += list(s["train_flops_x"])
             notes += _paper_notes(p)
         ax.set_title(_percent(level))
         ax.set_xlabel("training FLOPs (× dense)")
         ax.set_ylabel(ACCURACY_LABELS[metric])
         panel_points.append(points)
-    _flops_axes(axes, xs)
+    _flops_axes(axes)
     for ax, points in zip(axes, panel_points):
         _fit_y(ax, points)
     _legend(fig, axes, [_seeds_note(summ), *dict.fromkeys(notes)])
@@ -408,7 +410,6 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
     ax = axes[0]
     points: list[_Point] = []
     _dense_band(ax, summ, points, "inference_flops_multiplier")
-    xs = list(summ["inference_flops_multiplier"])
     sparse = summ[summ["method"] != "dense"]
     for method, distribution, multiplier in _series_keys(sparse, ["method", "distribution", "multiplier"]):
         s = sparse[(sparse["method"] == method) & (sparse["distribution"] == distribution)
@@ -424,11 +425,10 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
                   & (p["train_multiplier"] == multiplier)].sort_values("test_flops_x")
             _errorbar(ax, s["test_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, multiplier,
                       points, s["sparsity"], True)
-        xs += list(p["test_flops_x"])
         notes = _paper_notes(p)
     ax.set_xlabel("inference FLOPs (× dense)")
     ax.set_ylabel(ACCURACY_LABELS[metric])
-    _flops_axes(axes, xs)
+    _flops_axes(axes)
     _fit_y(ax, points)
     _legend(fig, axes, [_seeds_note(summ), *notes])
     _title(fig, title, "accuracy vs inference FLOPs")

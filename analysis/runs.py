@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.config import RunConfig
 from benchmark.files import RERUN, check_numbers, read_json, read_run_config
 from benchmark.results import (
     DENSE_METHODS,
@@ -308,8 +309,6 @@ def paper_rows(paper: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
 
 def _run_sparsity(dataset: str, model: str, layer_sparsity: tuple[float, ...]) -> float:
     """Overall sparsity of `model` at these layer sparsities, as a run of this suite records it."""
-    from benchmark.config import RunConfig  # builds the model (on the meta device): imported on first use
-
     config = RunConfig(dataset=dataset, model=model, distribution="custom", layer_sparsity=layer_sparsity)
     return config.custom_sparsity()
 

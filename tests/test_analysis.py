@@ -463,6 +463,15 @@ def test_cli_bad_runs_csv_is_one_line_and_exit_2(tmp_path, capsys, content):
     _one_error_line(capsys)
 
 
+def test_cli_reads_a_glob_of_runs_csv_files_and_names_one_that_matches_nothing(tmp_path, capsys):
+    pattern = str(REPO / "results" / "fashion-mnist-lenet*" / "runs.csv")
+    assert main(["table", "--runs", pattern, "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "### fashion-mnist / lenet-300-100" in out and "### fashion-mnist / lenet-5" in out
+    assert main(["table", "--runs", str(tmp_path / "*" / "runs.csv"), "--out", str(tmp_path / "u")]) == 2
+    assert "no file matches" in _one_error_line(capsys) and not (tmp_path / "u").exists()
+
+
 def test_cli_usage_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["plot", "--bogus"])
