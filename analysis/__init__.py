@@ -21,6 +21,7 @@ from .runs import (
     read_restart,
     read_run,
     run_dirs_for,
+    runs_files,
     select,
     summary,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "read_restart",
     "read_run",
     "run_dirs_for",
+    "runs_files",
     "select",
     "style",
     "summary",

@@ -20,7 +20,7 @@ DEFAULT_LANDSCAPE = "results/landscape"
 def _add_runs_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default=None, metavar="CSV",
                    help=f"runs CSV written by `python -m benchmark run` (default {DEFAULT_RUNS}; a results folder "
-                        "holding runs.csv works too)")
+                        "holding runs.csv, or a quoted glob pattern such as 'results/*/runs.csv', works too)")
     p.add_argument("--run-dirs", nargs="+", default=None, metavar="DIR",
                    help="run folders, folders of run folders, or results folders (<dir>/runs/*); without --runs the "
                         "rows are built from these folders' config.json and metrics.json")
@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default all)")
     plot.add_argument("--paper", action="store_true",
                       help="overlay the paper's numbers (analysis/data/paper-results.csv) where dataset and model "
-                           "match (cifar10/wrn-22-2, imagenet/resnet-50, mnist/lenet-300-100), as hollow markers "
-                           "on dashed lines labelled [paper]")
+                           "match (cifar10/wrn-22-2, imagenet/resnet-50, mnist/lenet-300-100), as black-edged "
+                           "markers on dashed lines labelled [paper], each at the sparsity its layer sparsities give")
     plot.add_argument("--paper-csv", default=None, metavar="CSV",
                       help="a different table of reference numbers in the paper-results.csv format")
     plot.add_argument("--landscape", default=None, metavar="DIR",

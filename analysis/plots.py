@@ -2,8 +2,12 @@
 paper's numbers as an optional overlay), per-layer densities and mask-update dynamics.
 
 Every function takes runs (one row per run, as `load_runs` gives) or run folders of ONE
-(dataset, model) pair and returns a matplotlib Figure; `save_figure` writes it. Accuracies
-are the mean over seeds with the standard deviation as error bars (none for one seed).
+(dataset, model) pair and returns a matplotlib Figure with a title; `save_figure` writes it.
+Accuracies are the mean over seeds with the standard deviation as error bars (none for one seed),
+and each figure says over how many seeds. FLOP axes are logarithmic where the values span a factor
+of `LOG_SPAN` or more. Accuracy axes cover the bulk of the points: the few points so far below them
+that showing them would squeeze the others into a third of the axis are marked by an arrow at the
+bottom edge, with their value written above it.
 
 Each plotted series has a gid "source|method|distribution|multiplier|kind" (source "runs" or
 "paper"; kind "series", "band" or "point") so that tests and notebooks can find it.
@@ -12,17 +16,21 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from . import style
-from .runs import RunRecord, group_rows, group_tag, group_title, groups, load_paper, paper_rows, read_run, summary
+from .runs import (RunRecord, group_rows, group_tag, group_title, groups, is_dense, keeps_every_weight, load_paper,
+                   paper_rows, read_run, summary)
 from .style import save_figure
 
 __all__ = [
@@ -40,6 +48,21 @@ __all__ = [
 ACCURACY_LABELS = {"test_accuracy": "test accuracy (%)", "best_test_accuracy": "best test accuracy (%)",
                    "val_accuracy": "validation accuracy (%)"}
 FIGURES = ("train-flops", "sparsity", "inference-flops", "layer-density", "mask-updates")
+LOG_SPAN = 5.0  # a FLOP axis whose values span this factor or more is logarithmic: on a linear axis from 0 the
+#                 smallest would sit in its first fifth, and the sparse methods crowd together there
+SQUEEZE = 3.0  # points whose showing would stretch the y range the others need more than this are left out of it,
+BULK = 5  # while at least this many points, and three quarters of them, stay in it
+
+
+class _Point(NamedTuple):
+    """One plotted mean with its std, for the y range: `name` ("Small-Dense at 0.98") and `color` label
+    it when it falls below the range; x None for a reference line (dense), which is never left out."""
+
+    x: float | None
+    y: float
+    err: float
+    name: str = ""
+    color: str = ""
 
 
 def _styled(func):
@@ -96,8 +119,15 @@ def _legend_key(handle, label: str, position: int) -> tuple:
             float(multiplier), position)
 
 
-def _legend(fig: Figure, axes: Sequence[Axes], title: str | None = None) -> None:
-    """One legend for the figure, under the panels, each label once, in method order."""
+def _wrap(text: str, width_in: float, points: float) -> str:
+    """`text` broken into lines that fit `width_in` inches at a font of `points` pt."""
+    chars = max(20, int(width_in * 72 / (0.52 * points)))
+    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
+
+
+def _legend(fig: Figure, axes: Sequence[Axes], notes: Sequence[str] = ()) -> None:
+    """One legend for the figure, under the panels, each label once, in method order, with `notes`
+    (what the points are, what was moved) as its title."""
     handles, labels = {}, []
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
@@ -113,61 +143,165 @@ def _legend(fig: Figure, axes: Sequence[Axes], title: str | None = None) -> None
     if fig.get_figwidth() < style.DOUBLE_COLUMN and math.ceil(len(labels) / cols) > 7:
         fig.set_figwidth(style.DOUBLE_COLUMN)  # a long legend: use the full page width instead of a tall figure
         cols = max(1, min(len(labels), int(fig.get_figwidth() // entry)))
-    rows = math.ceil(len(labels) / cols) + (1 if title else 0)
+    title = _wrap("\n".join(notes), fig.get_figwidth(), 7) if notes else None
+    rows = math.ceil(len(labels) / cols) + (title.count("\n") + 1 if title else 0)
     # constrained layout puts the legend under the panels: make room for it rather than shrink the panels
     fig.set_figheight(fig.get_figheight() + 0.16 * rows + 0.1)
     fig.legend([handles[label] for label in labels], labels, loc="outside lower center", ncols=cols, title=title,
                handlelength=2.2, columnspacing=1.0, borderaxespad=0.2)
 
 
+def _title(fig: Figure, group: str, what: str) -> None:
+    """"group: what" as the figure's title, on two lines (then wrapped) where one is too long for its width
+    (call after `_legend`, which may widen the figure)."""
+    size = plt.rcParams["figure.titlesize"]
+    text = f"{group}: {what}"
+    fig.suptitle(text if _wrap(text, fig.get_figwidth(), size) == text else
+                 _wrap(f"{group}\n{what}", fig.get_figwidth(), size))
+
+
+def _seeds_note(summ: pd.DataFrame, unit: str = "seeds") -> str:
+    """"mean ± std over 3 seeds" ("2–3 seeds" where it varies), naming diverged runs left out."""
+    counts = summ["seeds"].astype(int)
+    low, high = counts.min(), counts.max()
+    note = f"mean ± std over {low}{'' if low == high else f'–{high}'} {unit}"
+    diverged = int(summ["diverged"].sum()) if "diverged" in summ.columns else 0
+    return note + (f" ({diverged} diverged run{'s' if diverged > 1 else ''} left out)" if diverged else "")
+
+
 def _series_style(method: str, distribution: str, paper: bool, multiplier: float = 1.0) -> dict:
     kwargs = dict(color=style.method_color(method), marker=style.method_marker(method),
-                  linestyle=style.distribution_linestyle(distribution), capsize=2, elinewidth=0.7)
-    if float(multiplier) != 1.0:  # longer training: half-filled markers, a thicker line
+                  linestyle=style.distribution_linestyle(distribution),
+                  fillstyle=style.distribution_fillstyle(distribution), markerfacecoloralt="white",
+                  capsize=2, elinewidth=0.7)
+    if float(multiplier) != 1.0:
         kwargs.update(style.MULTIPLIER_STYLE)
     if paper:
-        kwargs.update(linestyle=style.PAPER_LINESTYLE, markerfacecolor="none", markeredgewidth=1.0, alpha=0.9)
+        kwargs.update(style.PAPER_STYLE)
     return kwargs
 
 
-def _errorbar(ax: Axes, x, y, yerr, method: str, distribution: str, multiplier: float, paper: bool = False,
-              label: str | None = None) -> None:
+def _errorbar(ax: Axes, x, y, yerr, method: str, distribution: str, multiplier: float, points: list[_Point],
+              sparsity=None, paper: bool = False) -> None:
+    """One series with std error bars; its points are added to `points` for the y range, named by the
+    series' label and, where the axes do not show it, their `sparsity` (one value per point)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    yerr = None if yerr is None else np.nan_to_num(np.asarray(yerr, float))
-    if yerr is not None and not yerr.any():
-        yerr = None
-    label = label or style.series_label(method, distribution, multiplier, paper)
-    container = ax.errorbar(x, y, yerr=yerr, label=label, **_series_style(method, distribution, paper, multiplier))
+    err = np.zeros_like(y) if yerr is None else np.nan_to_num(np.asarray(yerr, float))
+    label = style.series_label(method, distribution, multiplier, paper)
+    container = ax.errorbar(x, y, yerr=err if err.any() else None, label=label,
+                            **_series_style(method, distribution, paper, multiplier))
     container.lines[0].set_gid(gid("paper" if paper else "runs", method, distribution, multiplier))
+    names = [label] * len(y) if sparsity is None else [f"{label} at {s:g}" for s in sparsity]
+    points += [_Point(*p, style.method_color(method)) for p in zip(x, y, err, names)]
 
 
-def _dense_band(ax: Axes, summ: pd.DataFrame, flops_column: str | None = None) -> None:
+def _baseline(frame: pd.DataFrame) -> pd.Series:
+    """Rows of the dense baseline: methods that keep every weight (a class trait, not a name)."""
+    return frame["method"].map(keeps_every_weight)
+
+
+def _dense_band(ax: Axes, summ: pd.DataFrame, points: list[_Point], flops_column: str | None = None) -> None:
     """The dense baseline as a horizontal band (mean +- std over seeds), and a point at its FLOPs."""
-    dense = summ[summ["method"] == "dense"]
+    dense = summ[_baseline(summ)]
     if dense.empty:
         return
     row = dense.loc[(dense["multiplier"] - 1.0).abs().idxmin()]
     mean, std = row["test_accuracy_mean"], row["test_accuracy_std"]
     std = 0.0 if pd.isna(std) else std
-    color = style.method_color("dense")
+    name = row["method"]
+    color = style.method_color(name)
     if std > 0:
         ax.axhspan(mean - std, mean + std, color=color, alpha=0.12, linewidth=0, label="_nolegend_")
-    line = ax.axhline(mean, color=color, linewidth=0.9, label="Dense (mean ± std)" if std > 0 else "Dense")
-    line.set_gid(gid("runs", "dense", "none", row["multiplier"], "band"))
+    line = ax.axhline(mean, color=color, linewidth=0.9, label=style.method_label(name))
+    line.set_gid(gid("runs", name, "none", row["multiplier"], "band"))
+    points.append(_Point(None, mean, std))
     if flops_column:
         for r in dense.itertuples():
-            (point,) = ax.plot(getattr(r, flops_column), r.test_accuracy_mean, marker=style.method_marker("dense"),
+            (point,) = ax.plot(getattr(r, flops_column), r.test_accuracy_mean, marker=style.method_marker(name),
                                color=color, linestyle="none", label="_nolegend_")
-            point.set_gid(gid("runs", "dense", "none", r.multiplier, "point"))
+            point.set_gid(gid("runs", name, "none", r.multiplier, "point"))
 
 
-def _paper_dense(ax: Axes, paper: pd.DataFrame) -> None:
-    dense = paper[paper["method"] == "dense"]
+def _paper_dense(ax: Axes, paper: pd.DataFrame, points: list[_Point]) -> None:
+    dense = paper[_baseline(paper)]
     if dense.empty:
         return
-    line = ax.axhline(dense["top1_accuracy"].iloc[0], color=style.method_color("dense"), linewidth=0.9,
-                      linestyle=style.PAPER_LINESTYLE, label="Dense [paper]")
-    line.set_gid(gid("paper", "dense", "none", 1.0, "band"))
+    name = dense["method"].iloc[0]
+    line = ax.axhline(dense["top1_accuracy"].iloc[0], color=style.method_color(name), linewidth=0.9,
+                      linestyle=style.PAPER_LINESTYLE, label=f"{style.method_label(name)} [paper]")
+    line.set_gid(gid("paper", name, "none", 1.0, "band"))
+    points.append(_Point(None, dense["top1_accuracy"].iloc[0], 0.0))
+
+
+def _paper_notes(paper: pd.DataFrame) -> list[str]:
+    """Why a plotted row of the paper's sits at another sparsity than the paper states (`paper_rows`)."""
+    moved = paper[paper["placement"] != ""] if "placement" in paper.columns else paper.iloc[:0]
+    return [f"{style.series_label(r.method, r.distribution, r.train_multiplier, True)} at {r.sparsity:g}: "
+            f"{r.placement}" for r in moved.itertuples()]
+
+
+def _fit_y(ax: Axes, points: Sequence[_Point]) -> None:
+    """Leave the lowest points out of the y range while showing them would more than SQUEEZE-fold the
+    range the others need (mean ± std), while BULK points and three quarters of them stay in range, and
+    mark each with an arrow at the bottom edge and a note of its value ("Small-Dense: 39.4 ± 18.4 (below
+    the axis)"); the others' error bars stay whole."""
+    high = max((p.y + p.err for p in points), default=0.0)
+    kept = sorted(points, key=lambda p: p.y - p.err)
+    below: list[_Point] = []
+    while len(kept) > BULK and len(below) < len(points) // 4 and kept[0].x is not None:
+        rest_low = kept[1].y - kept[1].err
+        if kept[0].y >= rest_low or high - (kept[0].y - kept[0].err) <= SQUEEZE * (high - rest_low):
+            break
+        below.append(kept.pop(0))
+    if not below:
+        return
+    low = kept[0].y - kept[0].err
+    strip = 0.05 + 0.065 * len(below)  # the notes stand in a strip under the kept points, a text line (~6%) each
+    span = (high - low) / (1 - 0.05 - strip)
+    bottom = low - strip * span
+    ax.set_ylim(bottom, high + 0.05 * span)
+    left, right = ax.get_xlim()
+    log = ax.get_xscale() == "log"
+    for i, p in enumerate(below):
+        (arrow,) = ax.plot(p.x, bottom, marker="v", color=p.color, markersize=5, linestyle="none", clip_on=False,
+                           label="_nolegend_")
+        arrow.set_gid(f"below|{p.name}")
+        right_half = (np.log(p.x / left) / np.log(right / left) if log else (p.x - left) / (right - left)) > 0.5
+        note = ax.text(0.97 if right_half else 0.03, 0.045 + 0.065 * (len(below) - 1 - i),
+                       f"{p.name}: {p.y:.1f} ± {p.err:.1f} (below the axis)", transform=ax.transAxes, fontsize=6,
+                       color=p.color, ha="right" if right_half else "left", va="bottom",
+                       bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=0.4))
+        note.set_gid(f"below-note|{p.name}")
+
+
+def _drawn_x(ax: Axes) -> np.ndarray:
+    """The positive x of the series and points on `ax` (not of the bands, whose x are axes coordinates)."""
+    lines = [line for line in ax.get_lines() if (line.get_gid() or "|band").split("|")[-1] != "band"]
+    xs = np.array([x for line in lines for x in np.atleast_1d(line.get_xdata())], float)
+    return xs[np.isfinite(xs) & (xs > 0)]
+
+
+def _flops_axes(axes: Sequence[Axes]) -> None:
+    """FLOP multipliers on the x axes: logarithmic when the points drawn on them span LOG_SPAN or more,
+    with ticks at 1, 2, 5 x 10^k (1, 2 or 1 where that is too many) labelled "0.02x", "0.1x", "1x"; linear
+    otherwise, labelled the same way."""
+    every = np.concatenate([_drawn_x(ax) for ax in axes])
+    if len(every) == 0 or every.max() / every.min() < LOG_SPAN:
+        for ax in axes:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g}x"))
+        return
+    for ax in axes:
+        xs = _drawn_x(ax)
+        lo, hi = (xs.min(), xs.max()) if len(xs) else (every.min(), every.max())
+        ax.set_xscale("log")
+        for steps in ((1, 2, 5), (1, 2), (1,)):  # the finest that keeps to five labels (a panel's width)
+            ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                     for m in steps if lo / 1.3 <= m * 10.0 ** e <= hi * 1.3]
+            if len(ticks) <= 5:
+                break
+        ax.set_xlim(lo / 1.3, hi * 1.3)
+        ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _series_keys(frame: pd.DataFrame, keys: list[str]) -> list[tuple]:
@@ -176,8 +310,8 @@ def _series_keys(frame: pd.DataFrame, keys: list[str]) -> list[tuple]:
                                                                          else (0, str(v)) for i, v in enumerate(k[1:]))))
 
 
-def _sparse_levels(summ: pd.DataFrame, paper: pd.DataFrame) -> list[float]:
-    levels = sorted({round(float(s), 6) for s in summ.loc[summ["method"] != "dense", "sparsity"]})
+def _sparse_levels(summ: pd.DataFrame) -> list[float]:
+    levels = sorted({round(float(s), 6) for s in summ.loc[~_baseline(summ), "sparsity"]})
     return [s for s in levels if s > 0]
 
 
@@ -194,33 +328,41 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
     dataset, model, title = _one_group(runs)
     summ = summary(runs, metric)
     ref = _paper_for(paper, dataset, model)
-    levels = _sparse_levels(summ, ref)
+    levels = _sparse_levels(summ)
     if not levels:
         raise ValueError("no sparse runs to plot against training FLOPs")
     fig, axes = _panels(len(levels))
+    notes, panel_points = [], []
     for ax, level in zip(axes, levels):
-        _dense_band(ax, summ, "train_flops_multiplier")
-        here = summ[(summ["method"] != "dense") & np.isclose(summ["sparsity"], level)]
+        points: list[_Point] = []
+        _dense_band(ax, summ, points, "train_flops_multiplier")
+        here = summ[(~_baseline(summ)) & np.isclose(summ["sparsity"], level)]
         for method, distribution in _series_keys(here, ["method", "distribution"]):
             s = here[(here["method"] == method) & (here["distribution"] == distribution)]
             s = s.sort_values("train_flops_multiplier")
             _errorbar(ax, s["train_flops_multiplier"], s["test_accuracy_mean"], s["test_accuracy_std"],
-                      method, distribution, 1.0)
+                      method, distribution, 1.0, points)
             for r in s.itertuples():
                 if r.multiplier != 1.0:
                     ax.annotate(f"{r.multiplier:g}x", (r.train_flops_multiplier, r.test_accuracy_mean), fontsize=6,
                                 xytext=(3, -8), textcoords="offset points", color=style.method_color(method))
         if not ref.empty:
-            _paper_dense(ax, ref)
-            p = ref[(ref["method"] != "dense") & np.isclose(ref["sparsity"], level) & ref["train_flops_x"].notna()]
+            _paper_dense(ax, ref, points)
+            p = ref[(~_baseline(ref)) & np.isclose(ref["sparsity"], level) & ref["train_flops_x"].notna()]
             for method, distribution in _series_keys(p, ["method", "distribution"]):
                 s = p[(p["method"] == method) & (p["distribution"] == distribution)].sort_values("train_flops_x")
-                _errorbar(ax, s["train_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, 1.0, True)
+                _errorbar(ax, s["train_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, 1.0,
+                          points, paper=True)
+            notes += _paper_notes(p)
         ax.set_title(_percent(level))
         ax.set_xlabel("training FLOPs (× dense)")
         ax.set_ylabel(ACCURACY_LABELS[metric])
-    fig.suptitle(f"{title}: accuracy vs training FLOPs")
-    _legend(fig, axes)
+        panel_points.append(points)
+    _flops_axes(axes)
+    for ax, points in zip(axes, panel_points):
+        _fit_y(ax, points)
+    _legend(fig, axes, [_seeds_note(summ), *dict.fromkeys(notes)])
+    _title(fig, title, "accuracy vs training FLOPs")
     return fig
 
 
@@ -234,27 +376,33 @@ def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None =
     ref = _paper_for(paper, dataset, model)
     fig, axes = _panels(1, height=2.6)
     ax = axes[0]
-    _dense_band(ax, summ)
-    sparse = summ[summ["method"] != "dense"]
+    points: list[_Point] = []
+    _dense_band(ax, summ, points)
+    sparse = summ[~_baseline(summ)]
     for method, distribution, multiplier in _series_keys(sparse, ["method", "distribution", "multiplier"]):
         s = sparse[(sparse["method"] == method) & (sparse["distribution"] == distribution)
                    & (sparse["multiplier"] == multiplier)].sort_values("sparsity")
-        _errorbar(ax, s["sparsity"], s["test_accuracy_mean"], s["test_accuracy_std"], method, distribution, multiplier)
+        _errorbar(ax, s["sparsity"], s["test_accuracy_mean"], s["test_accuracy_std"], method, distribution,
+                  multiplier, points, s["sparsity"])
+    notes = []
     if not ref.empty:
-        _paper_dense(ax, ref)
-        p = ref[(ref["method"] != "dense") & (ref["sparsity"] > 0)]
+        _paper_dense(ax, ref, points)
+        p = ref[(~_baseline(ref)) & (ref["sparsity"] > 0)]
         for method, distribution, multiplier in _series_keys(p, ["method", "distribution", "train_multiplier"]):
             s = p[(p["method"] == method) & (p["distribution"] == distribution)
                   & (p["train_multiplier"] == multiplier)].sort_values("sparsity")
-            _errorbar(ax, s["sparsity"], s["top1_accuracy"], s["top1_std"], method, distribution, multiplier, True)
+            _errorbar(ax, s["sparsity"], s["top1_accuracy"], s["top1_std"], method, distribution, multiplier,
+                      points, s["sparsity"], True)
+        notes = _paper_notes(p)
     ticks = sorted({round(float(v), 4) for v in sparse["sparsity"]} | ({round(float(v), 4) for v in ref["sparsity"]
                                                                          if v > 0} if not ref.empty else set()))
     if 0 < len(ticks) <= 8:
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel("sparsity")
     ax.set_ylabel(ACCURACY_LABELS[metric])
-    ax.set_title(title)
-    _legend(fig, axes)
+    _fit_y(ax, points)
+    _legend(fig, axes, [_seeds_note(summ), *notes])
+    _title(fig, title, "accuracy vs sparsity")
     return fig
 
 
@@ -268,24 +416,30 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
     ref = _paper_for(paper, dataset, model)
     fig, axes = _panels(1, height=2.6)
     ax = axes[0]
-    _dense_band(ax, summ, "inference_flops_multiplier")
-    sparse = summ[summ["method"] != "dense"]
+    points: list[_Point] = []
+    _dense_band(ax, summ, points, "inference_flops_multiplier")
+    sparse = summ[~_baseline(summ)]
     for method, distribution, multiplier in _series_keys(sparse, ["method", "distribution", "multiplier"]):
         s = sparse[(sparse["method"] == method) & (sparse["distribution"] == distribution)
                    & (sparse["multiplier"] == multiplier)].sort_values("inference_flops_multiplier")
         _errorbar(ax, s["inference_flops_multiplier"], s["test_accuracy_mean"], s["test_accuracy_std"],
-                  method, distribution, multiplier)
+                  method, distribution, multiplier, points, s["sparsity"])
+    notes = []
     if not ref.empty:
-        _paper_dense(ax, ref)
-        p = ref[(ref["method"] != "dense") & ref["test_flops_x"].notna()]
+        _paper_dense(ax, ref, points)
+        p = ref[(~_baseline(ref)) & ref["test_flops_x"].notna()]
         for method, distribution, multiplier in _series_keys(p, ["method", "distribution", "train_multiplier"]):
             s = p[(p["method"] == method) & (p["distribution"] == distribution)
                   & (p["train_multiplier"] == multiplier)].sort_values("test_flops_x")
-            _errorbar(ax, s["test_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, multiplier, True)
+            _errorbar(ax, s["test_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, multiplier,
+                      points, s["sparsity"], True)
+        notes = _paper_notes(p)
     ax.set_xlabel("inference FLOPs (× dense)")
     ax.set_ylabel(ACCURACY_LABELS[metric])
-    ax.set_title(title)
-    _legend(fig, axes)
+    _flops_axes(axes)
+    _fit_y(ax, points)
+    _legend(fig, axes, [_seeds_note(summ), *notes])
+    _title(fig, title, "accuracy vs inference FLOPs")
     return fig
 
 
@@ -293,18 +447,29 @@ def _records(run_dirs: Iterable[str | Path | RunRecord]) -> list[RunRecord]:
     return [r if isinstance(r, RunRecord) else read_run(r) for r in run_dirs]
 
 
+def _folders_title(records: Sequence[RunRecord], title: str | None) -> str:
+    """`title`, or "dataset / model" of the run folders."""
+    if title:
+        return title
+    pairs = sorted({(r.config.get("dataset", "?"), r.config.get("model", "?")) for r in records})
+    return "; ".join(f"{d} / {m}" for d, m in pairs)
+
+
 @_styled
-def layer_density(run_dirs: Iterable[str | Path | RunRecord]) -> Figure:
-    """Final density of every sparse layer, bars per distribution (uniform / ER / ERK), one panel per
-    sparsity; from the run folders' metrics.json (layer_density). Runs sharing a distribution and a
-    sparsity are averaged (fixed-count methods give them identical densities)."""
+def layer_density(run_dirs: Iterable[str | Path | RunRecord], title: str | None = None) -> Figure:
+    """Final density of every sparse layer, bars per distribution (uniform / ER / ERK) labelled with
+    their value, one panel per sparsity; from the run folders' metrics.json (layer_density). Runs
+    sharing a distribution and a sparsity are averaged, with their std as error bars (fixed-count
+    methods give them identical densities; DSR moves weights between layers). `title` defaults to
+    the folders' dataset / model."""
     rows = []
-    for rec in _records(run_dirs):
-        if rec.metrics is None or rec.method in ("dense", "small-dense") or not rec.metrics.get("layer_density"):
+    records = _records(run_dirs)
+    for rec in records:
+        if rec.metrics is None or is_dense(rec.method) or not rec.metrics.get("layer_density"):
             continue
         for i, (layer, density) in enumerate(rec.metrics["layer_density"].items()):
             rows.append(dict(distribution=rec.distribution, sparsity=round(rec.sparsity, 6), layer=layer, order=i,
-                             density=density))
+                             density=density, run=str(rec.path)))
     if not rows:
         raise ValueError("no finished sparse run folders with layer densities (metrics.json) to plot")
     df = pd.DataFrame(rows)
@@ -317,12 +482,16 @@ def layer_density(run_dirs: Iterable[str | Path | RunRecord]) -> Figure:
         width = 0.8 / len(dists)
         x = np.arange(len(layers))
         for j, dist in enumerate(dists):
-            mean = here[here["distribution"] == dist].groupby("layer")["density"].mean().reindex(layers)
-            bars = ax.bar(x + (j - (len(dists) - 1) / 2) * width, mean.to_numpy(), width,
+            stats = here[here["distribution"] == dist].groupby("layer")["density"].agg(["mean", "std"]).reindex(layers)
+            std = stats["std"].fillna(0).to_numpy()
+            bars = ax.bar(x + (j - (len(dists) - 1) / 2) * width, stats["mean"].to_numpy(), width,
+                          yerr=std if std.any() else None, error_kw=dict(elinewidth=0.6, capsize=1.5),
                           color=style.DISTRIBUTION_COLORS.get(dist, style.SPARE_COLORS[j % len(style.SPARE_COLORS)]),
                           edgecolor="#333333", linewidth=0.4, label=style.DISTRIBUTION_LABELS.get(dist, dist) or dist)
             for patch in bars.patches:
                 patch.set_gid(f"distribution|{dist}|{level:g}")
+            if len(layers) * len(dists) <= 12:  # room for the values above the bars
+                ax.bar_label(bars, [f"{v:.2g}" for v in stats["mean"]], fontsize=5.5, padding=1)
         ax.axhline(1 - level, color="#555555", linewidth=0.7, linestyle=":", label="global density 1 - s")
         if len(layers) <= 16:
             ax.set_xticks(x, layers, rotation=45 if max(map(len, layers)) > 6 else 0, ha="right"
@@ -332,24 +501,27 @@ def layer_density(run_dirs: Iterable[str | Path | RunRecord]) -> Figure:
             step = max(1, len(layers) // 12)
             ax.set_xticks(x[::step], [str(i) for i in x[::step]])
             ax.set_xlabel("sparse layer (forward order)")
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.12)
         ax.set_ylabel("layer density")
         ax.set_title(_percent(level))
-    _legend(fig, axes, title="distribution")
+    counts = df.groupby(["distribution", "sparsity"])["run"].nunique().rename("seeds").to_frame()
+    _legend(fig, axes, ["distribution; bars: " + _seeds_note(counts, "runs (every sparse method and seed)")])
+    _title(fig, _folders_title(records, title), "final density of each layer")
     return fig
 
 
 @_styled
-def mask_updates(run_dirs: Iterable[str | Path | RunRecord], x: str = "step") -> Figure:
+def mask_updates(run_dirs: Iterable[str | Path | RunRecord], x: str = "step", title: str | None = None) -> Figure:
     """Connections grown per mask update, as a fraction of the active connections (updates.csv's
     grown_fraction), against the training step (x="step") or the fraction of training done
     (x="progress", which lines up runs of different lengths); one line per dynamic (method,
-    distribution, multiplier), mean over seeds, one panel per sparsity. Methods that never grow
-    (GMP only prunes) are left out."""
+    distribution, multiplier), mean over seeds with a ± std band, one panel per sparsity. Methods that
+    never grow (GMP only prunes) are left out. `title` defaults to the folders' dataset / model."""
     if x not in ("step", "progress"):
         raise ValueError(f"x must be 'step' or 'progress', got {x!r}")
     rows = []
-    for rec in _records(run_dirs):
+    records = _records(run_dirs)
+    for rec in records:
         u = rec.updates
         if u.empty or "grown_fraction" not in u.columns or not (u.get("grown", u["grown_fraction"]) > 0).any():
             continue
@@ -357,7 +529,7 @@ def mask_updates(run_dirs: Iterable[str | Path | RunRecord], x: str = "step") ->
         rows.append(pd.DataFrame({"method": rec.method, "distribution": rec.distribution,
                                   "multiplier": rec.multiplier, "sparsity": round(rec.sparsity, 6),
                                   "x": u["step"] / total if x == "progress" else u["step"],
-                                  "grown_fraction": u["grown_fraction"]}))
+                                  "grown_fraction": u["grown_fraction"], "run": str(rec.path)}))
     if not rows:
         raise ValueError("no run folders with mask updates that grow connections (updates.csv of set/snfs/rigl runs)")
     df = pd.concat(rows, ignore_index=True)
@@ -368,15 +540,19 @@ def mask_updates(run_dirs: Iterable[str | Path | RunRecord], x: str = "step") ->
         for method, distribution, multiplier in _series_keys(here, ["method", "distribution", "multiplier"]):
             s = here[(here["method"] == method) & (here["distribution"] == distribution)
                      & (here["multiplier"] == multiplier)]
-            mean = s.groupby("x")["grown_fraction"].mean()
+            stats = 100 * s.groupby("x")["grown_fraction"].agg(["mean", "std"]).fillna(0)
             kw = {"color": style.method_color(method), "marker": style.method_marker(method), "markersize": 3,
                   "linestyle": style.distribution_linestyle(distribution),
-                  "markevery": max(1, len(mean) // 12)}  # methods updating every step (DeepR): fewer markers
+                  "fillstyle": style.distribution_fillstyle(distribution), "markerfacecoloralt": "white",
+                  "markevery": max(1, len(stats) // 12)}  # methods updating every step (DeepR): fewer markers
             if multiplier != 1.0:
-                kw.update(style.MULTIPLIER_STYLE)
-            (line,) = ax.plot(mean.index, 100 * mean.to_numpy(), label=style.series_label(method, distribution,
-                                                                                         multiplier), **kw)
+                kw["linewidth"] = style.MULTIPLIER_STYLE["linewidth"]
+            (line,) = ax.plot(stats.index, stats["mean"], label=style.series_label(method, distribution, multiplier),
+                              **kw)
             line.set_gid(gid("runs", method, distribution, multiplier))
+            if stats["std"].any():
+                ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                                color=kw["color"], alpha=0.15, linewidth=0, label="_nolegend_")
         if x == "progress":
             ax.set_xlim(0, 1)
         else:
@@ -384,7 +560,9 @@ def mask_updates(run_dirs: Iterable[str | Path | RunRecord], x: str = "step") ->
         ax.set_xlabel("fraction of training" if x == "progress" else "training step")
         ax.set_ylabel("grown per update (% of active)")
         ax.set_title(_percent(level))
-    _legend(fig, axes)
+    counts = df.groupby(["method", "distribution", "multiplier", "sparsity"])["run"].nunique().rename("seeds")
+    _legend(fig, axes, [_seeds_note(counts.to_frame())])
+    _title(fig, _folders_title(records, title), "connections grown per mask update")
     return fig
 
 
@@ -463,7 +641,7 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
         tag = group_tag(dataset, model, protocol)
         if paper_table is not None and paper_table is not False and paper_rows(paper_table, dataset, model).empty:
             report(f"note: the paper has no numbers for {dataset}/{model}; no overlay on its figures")
-        ids = set(subset["run_id"])
+        ids, title = set(subset["run_id"]), group_title(dataset, model, protocol)
         folders = [r for r in records if r.record.get("run_id", r.path.name) in ids or r.path.name in ids]
         with style.context():
             for name in figures:
@@ -472,11 +650,11 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
                         stem, plot = PLOTTERS[name]
                         fig = plot(subset, paper=paper_table, metric=metric)
                     elif name == "layer-density":
-                        stem, fig = "layer-density", layer_density(folders)
+                        stem, fig = "layer-density", layer_density(folders, title=title)
                     else:
-                        stem, fig = "mask-updates", mask_updates(folders)
+                        stem, fig = "mask-updates", mask_updates(folders, title=title)
                 except ValueError as err:
-                    report(f"skipped {name} for {group_title(dataset, model, protocol)}: {err}")
+                    report(f"skipped {name} for {title}: {err}")
                     continue
                 written += save_figure(fig, out, f"{stem}-{tag}", formats)
                 plt.close(fig)

@@ -2,17 +2,21 @@
 logs) and the paper's numbers, with clear errors for missing or unusable input."""
 from __future__ import annotations
 
+import glob
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-import methods
+from benchmark.config import RunConfig
 from benchmark.files import RERUN, check_numbers, read_json, read_run_config
 from benchmark.results import (
+    is_dense,
+    keeps_every_weight,
     ResultsError,
     check_unique,
     collect_runs,
@@ -35,15 +39,50 @@ METRICS = ("test_accuracy", "best_test_accuracy", "val_accuracy")
 # harness name -> the paper's name, where they differ (paper-results.csv uses the paper's)
 PAPER_MODEL_NAMES = {"resnet-50": "resnet50", "lenet-5": "lenet-5-caffe"}
 PAPER_DATASET_NAMES: dict[str, str] = {}
+# Rows of paper-results.csv whose `sparsity` is not the overall sparsity of what the paper's code trains:
+# (source, method) -> the layer sparsities it runs. The paper calls its MNIST LeNet-300-100 RigL run 87% sparse,
+# but layer sparsities 0.98/0.882/dense keep 3.47% of the weights (overall sparsity 0.9653), which is where this
+# suite's runs at those layer sparsities sit; `paper_rows` places the row there and keeps the paper's number
+# in `reported_sparsity`.
+PAPER_LAYER_SPARSITY: dict[tuple[str, str], tuple[float, ...]] = {
+    ("rigl-paper-appB", "rigl"): (0.98, 0.882, 0.0),
+}
+# Rows no run of this suite can sit beside: (source, method) -> why they are left out of the overlay.
+PAPER_NOT_OVERLAID = {
+    ("rigl-paper-appB", "rigl+"): "RigL+ is not a method of this suite, and the paper gives no layer sparsities "
+                                  "that would place its 88.6% on this suite's axis",
+}
 
 
-def load_runs(runs: str | Path | pd.DataFrame | None = None, run_dirs: list[str | Path] | None = None) -> pd.DataFrame:
-    """Runs as a DataFrame (one row per finished run), from a runs.csv or from run folders.
+RunsSource = str | Path | Sequence[str | Path]
 
-    `runs` may be a path to runs.csv, a results folder holding one, or a DataFrame (returned
-    checked). With `run_dirs` and no `runs`, rows are built from the folders' config.json and
-    metrics.json (benchmark.results.collect_runs). A `protocol` column labels each row with the
-    settings that tell its protocol apart (`benchmark.results.protocol_labels`; empty where a
+
+def runs_files(runs: RunsSource) -> list[Path]:
+    """The runs.csv files named by `runs`: a path, a results folder holding runs.csv, a glob pattern
+    ("results/*/runs.csv"), or a list of those; ResultsError when a pattern matches nothing."""
+    items = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    if not items:
+        raise ResultsError("no runs.csv given; pass a runs.csv, a results folder or a glob pattern")
+    files: list[Path] = []
+    for item in items:
+        if any(c in str(item) for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(item)))
+            if not matches:
+                raise ResultsError(f"no file matches {item}; check the pattern (relative to {Path.cwd()})")
+        else:
+            matches = [Path(item)]
+        files += [m / "runs.csv" if m.is_dir() else m for m in matches]
+    return list(dict.fromkeys(files))
+
+
+def load_runs(runs: RunsSource | pd.DataFrame | None = None, run_dirs: list[str | Path] | None = None) -> pd.DataFrame:
+    """Runs as a DataFrame (one row per finished run), from runs.csv files or from run folders.
+
+    `runs` may be a path to runs.csv, a results folder holding one, a glob pattern, a list of those
+    (`runs_files`; their rows together), or a DataFrame (returned checked). With `run_dirs` and no
+    `runs`, rows are built from the folders' config.json and metrics.json
+    (benchmark.results.collect_runs). A `protocol` column labels each row with the settings that tell
+    its protocol apart over all the rows (`benchmark.results.protocol_labels`; empty where a
     (dataset, model) has one protocol). Raises ResultsError (a ValueError) with a one-line reason
     when the input is missing, corrupt, lacks the columns the analysis needs, or counts one
     training twice.
@@ -56,10 +95,9 @@ def load_runs(runs: str | Path | pd.DataFrame | None = None, run_dirs: list[str 
         if df.empty:
             raise ResultsError(f"no finished run (config.json + metrics.json) under {source}")
     else:
-        path = Path(runs if runs is not None else DEFAULT_RUNS)
-        if path.is_dir():
-            path = path / "runs.csv"
-        df, source = read_runs(path), str(path)
+        files = runs_files(runs if runs is not None else DEFAULT_RUNS)
+        df = pd.concat([read_runs(f) for f in files], ignore_index=True)
+        source = ", ".join(map(str, files))
     missing = [c for c in NEEDED_COLUMNS if c not in df.columns]
     if missing:
         raise ResultsError(f"{source} lacks column(s) {', '.join(missing)}; it is not a runs.csv written by this suite")
@@ -80,8 +118,9 @@ def load_runs(runs: str | Path | pd.DataFrame | None = None, run_dirs: list[str 
 
 
 def select(df: pd.DataFrame, dataset: str | None = None, model: str | None = None,
-           methods: list[str] | None = None) -> pd.DataFrame:
-    """Rows of one dataset/model/method set; ValueError listing what there is when nothing matches."""
+           methods: list[str] | None = None, sparsities: list[float] | None = None) -> pd.DataFrame:
+    """Rows of one dataset/model/method set and of some sparsities (dense runs stay: they are every
+    sparsity's baseline); ValueError listing what there is when nothing matches."""
     out = df
     for column, wanted in (("dataset", dataset), ("model", model)):
         if wanted:
@@ -93,6 +132,13 @@ def select(df: pd.DataFrame, dataset: str | None = None, model: str | None = Non
         if out.empty:
             raise ValueError(f"no runs of method(s) {', '.join(methods)}; the runs have "
                              f"{', '.join(sorted(df['method'].unique()))}")
+    if sparsities:
+        wanted = out["sparsity"].map(lambda s: any(math.isclose(s, w, abs_tol=1e-6) for w in sparsities))
+        sparse = ~out["method"].map(keeps_every_weight)
+        if not (wanted & sparse).any():
+            have = ", ".join(f"{s:g}" for s in sorted(out.loc[sparse, "sparsity"].unique()))
+            raise ValueError(f"no sparse runs at sparsity {', '.join(f'{s:g}' for s in sparsities)}; the runs have {have}")
+        out = out[wanted | ~sparse]
     return out
 
 
@@ -136,19 +182,6 @@ def summary(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     return summarize(data)
 
 
-def is_dense(method: str) -> bool:
-    """Whether a method (by the name a row holds) trains a dense model, from its class's traits;
-    names this version does not know count as sparse."""
-    cls = methods.METHODS.get(method)
-    return bool(cls and cls.dense_baseline)
-
-
-def keeps_every_weight(method: str) -> bool:
-    """Whether a method ignores the sparsity (dense: trained once, at sparsity 0), from its class's traits."""
-    cls = methods.METHODS.get(method)
-    return bool(cls and not cls.uses_sparsity)
-
-
 # ---- run folders ----
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -168,15 +201,18 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def run_dirs_for(runs_csv: str | Path, df: pd.DataFrame | None = None) -> list[Path]:
-    """Run folders next to a runs.csv (<dir>/runs/<run_id>/), restricted to the rows of `df` if given;
-    folders that are not there are left out (runs.csv may be copied without them)."""
-    path = Path(runs_csv)
-    base = (path if path.is_dir() else path.parent) / "runs"
-    if not base.is_dir():
-        return []
+def run_dirs_for(runs: RunsSource, df: pd.DataFrame | None = None) -> list[Path]:
+    """Run folders next to the runs.csv files named by `runs` (`runs_files`: <dir>/runs/<run_id>/),
+    restricted to the rows of `df` if given; folders that are not there are left out (runs.csv may be
+    copied without them)."""
     ids = set(df["run_id"]) if df is not None else None
-    return [d for d in sorted(base.iterdir()) if (d / "config.json").is_file() and (ids is None or d.name in ids)]
+    found = []
+    for path in runs_files(runs):
+        base = path.parent / "runs"
+        if base.is_dir():
+            found += [d for d in sorted(base.iterdir())
+                      if (d / "config.json").is_file() and (ids is None or d.name in ids)]
+    return found
 
 
 @dataclass
@@ -238,10 +274,29 @@ def load_paper(path: str | Path = PAPER_CSV) -> pd.DataFrame:
 
 
 def paper_rows(paper: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
-    """The paper's rows for a harness (dataset, model), mapping names ("resnet-50" -> "resnet50")."""
+    """The paper's rows for a harness (dataset, model), mapping names ("resnet-50" -> "resnet50"), placed
+    on this suite's sparsity axis: `sparsity` is the overall sparsity of the layer sparsities the paper's
+    code runs (`PAPER_LAYER_SPARSITY`), `reported_sparsity` the paper's number and `placement` says why
+    they differ (empty where they do not); rows in `PAPER_NOT_OVERLAID` are left out."""
     d = PAPER_DATASET_NAMES.get(dataset, dataset)
     m = PAPER_MODEL_NAMES.get(model, model)
-    return paper[(paper["dataset"] == d) & (paper["model"] == m)].reset_index(drop=True)
+    rows = paper[(paper["dataset"] == d) & (paper["model"] == m)].reset_index(drop=True)
+    keys = list(zip(rows.get("source", pd.Series("", index=rows.index)), rows["method"]))
+    placed = {k: _run_sparsity(dataset, model, PAPER_LAYER_SPARSITY[k]) for k in keys if k in PAPER_LAYER_SPARSITY}
+    rows = rows.assign(
+        reported_sparsity=rows["sparsity"],
+        sparsity=[placed.get(k, s) for k, s in zip(keys, rows["sparsity"])],
+        placement=[f"the paper calls it {s:.0%} sparse, but its layer sparsities "
+                   f"{'/'.join(f'{v:g}' if v else 'dense' for v in PAPER_LAYER_SPARSITY[k])} keep "
+                   f"{1 - placed[k]:.2%} of the weights" if k in placed else ""
+                   for k, s in zip(keys, rows["sparsity"])])
+    return rows[[k not in PAPER_NOT_OVERLAID for k in keys]].reset_index(drop=True)
+
+
+def _run_sparsity(dataset: str, model: str, layer_sparsity: tuple[float, ...]) -> float:
+    """Overall sparsity of `model` at these layer sparsities, as a run of this suite records it."""
+    config = RunConfig(dataset=dataset, model=model, distribution="custom", layer_sparsity=layer_sparsity)
+    return config.custom_sparsity()
 
 
 # ---- loss-landscape outputs ----

@@ -1,9 +1,10 @@
 """One place for how figures look: a fixed colour, marker and label per method, figure sizes
 for a two-column paper, fonts, and saving to PDF/PNG/SVG without clipping.
 
-Colours come from seaborn's colour-blind-safe "colorblind" palette (Okabe-Ito hues) plus two
+Colours come from seaborn's colour-blind-safe "colorblind" palette (Okabe-Ito hues, written out) plus
 colour-blind-safe hues of Paul Tol's palette (indigo, wine, olive); every method keeps its colour in every figure,
-and a marker per method keeps the series apart in greyscale print as well.
+a marker per method keeps the series apart in greyscale print as well, and the marker's fill and the line
+style tell a method's distributions apart.
 """
 from __future__ import annotations
 
@@ -51,9 +52,13 @@ SPARE_MARKERS = ["d", "p", "8", "H", "1"]
 
 DISTRIBUTION_LABELS = {"uniform": "uniform", "er": "ER", "erk": "ERK", "global": "global", "none": "", "": ""}
 DISTRIBUTION_LINESTYLES = {"uniform": "-", "er": ":", "erk": "-.", "global": (0, (3, 1, 1, 1, 1, 1))}
+# the marker's fill tells the distributions of one method apart (its colour and shape stay the method's):
+# filled for uniform, half-filled (the rest white) for the others
+DISTRIBUTION_FILLSTYLES = {"erk": "left", "er": "bottom", "global": "right", "custom": "top"}
 DISTRIBUTION_COLORS = {"uniform": "#bbbbbb", "er": "#77aadd", "erk": "#ee8866"}  # Tol "light": bars only
-MULTIPLIER_STYLE = dict(fillstyle="top", markerfacecoloralt="white", linewidth=1.8)  # runs at 2x, 5x, ...
-PAPER_LINESTYLE = "--"  # the paper's numbers: dashed lines with hollow markers
+MULTIPLIER_STYLE = dict(linewidth=1.8, markersize=6.0)  # runs at 2x, 5x, ...: a thicker line, larger markers
+PAPER_LINESTYLE = "--"  # the paper's numbers: dashed lines, larger markers outlined in black
+PAPER_STYLE = dict(linestyle=PAPER_LINESTYLE, markeredgecolor="black", markeredgewidth=0.8, markersize=6.0, alpha=0.9)
 PATH_STYLES = {  # loss-landscape paths (not methods, so not method colours)
     "linear": dict(color="#222222", linestyle="-", marker="o"),
     "bezier-sparse": dict(color=TOL_WINE, linestyle="--", marker="s"),
@@ -106,6 +111,10 @@ def distribution_sort_key(distribution: str) -> tuple[int, str]:
 
 def distribution_linestyle(distribution: str) -> str | tuple:
     return DISTRIBUTION_LINESTYLES.get(str(distribution), "-")
+
+
+def distribution_fillstyle(distribution: str) -> str:
+    return DISTRIBUTION_FILLSTYLES.get(str(distribution), "full")
 
 
 def series_label(method: str, distribution: str = "", multiplier: float = 1.0, paper: bool = False) -> str:

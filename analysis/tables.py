@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import style
-from .runs import group_rows, group_title, groups, summary
+from .runs import group_rows, group_title, groups, keeps_every_weight, summary
 
 __all__ = ["TableCell", "accuracy_table", "latex_table", "markdown_table", "write_tables"]
 
@@ -45,7 +45,8 @@ def _blocks(runs: pd.DataFrame, metric: str, digits: int) -> list[_Block]:
     blocks = []
     for dataset, model, protocol in groups(summ):
         g = group_rows(summ, dataset, model, protocol)
-        levels = sorted({round(float(s), 6) for s in g.loc[g["method"] != "dense", "sparsity"] if s > 0}) or [0.0]
+        baseline = {m for m in g["method"] if keeps_every_weight(m)}
+        levels = sorted({round(float(s), 6) for s in g.loc[~g["method"].isin(baseline), "sparsity"] if s > 0}) or [0.0]
         keys = sorted({(r.method, r.distribution, float(r.multiplier)) for r in g.itertuples()},
                       key=lambda k: (style.method_sort_key(k[0]), style.distribution_sort_key(k[1]), k[2]))
         cells: dict = {}
@@ -54,10 +55,10 @@ def _blocks(runs: pd.DataFrame, metric: str, digits: int) -> list[_Block]:
             cell = TableCell(r.test_accuracy_mean, r.test_accuracy_std, int(r.seeds), r.train_flops_multiplier,
                              r.inference_flops_multiplier, int(r.diverged))
             # dense does not depend on sparsity: the same cell in every sparsity block
-            for level in (levels if r.method == "dense" else [round(float(r.sparsity), 6)]):
+            for level in (levels if r.method in baseline else [round(float(r.sparsity), 6)]):
                 cells[(key, level)] = cell
         for level in levels:
-            sparse = [(k, c) for (k, lv), c in cells.items() if lv == level and k[0] != "dense"]
+            sparse = [(k, c) for (k, lv), c in cells.items() if lv == level and k[0] not in baseline]
             if sparse:
                 top = max(round(c.mean, digits) for _, c in sparse)
                 for k, c in sparse:

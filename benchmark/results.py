@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import pandas as pd
 
+import methods
+
 from .config import RunConfig, settings_json
 from .files import RERUN, read_json, read_run_config
 
@@ -233,17 +235,33 @@ def _text(value: Any) -> str:
     return "auto" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def is_dense(method: str) -> bool:
+    """Whether a method (by the name a row holds) trains a dense model, from its class's traits;
+    names this version does not know count as sparse."""
+    cls = methods.METHODS.get(method)
+    return bool(cls and cls.dense_baseline)
+
+
+def keeps_every_weight(method: str) -> bool:
+    """Whether a method ignores the sparsity (dense: trained once, at sparsity 0), from its class's traits."""
+    cls = methods.METHODS.get(method)
+    return bool(cls and not cls.uses_sparsity)
+
+
 def protocol_labels(df: pd.DataFrame) -> pd.Series:
     """Per row, the settings that tell its protocol from the others of its (dataset, model) and of its
     summary group ("lr=0.5, epochs=1"); empty where they all share one protocol (`NOT_PROTOCOL`
-    settings and the seed are columns of their own)."""
+    settings and the seed are columns of their own; a dense run has no mask, so its distribution and
+    layer sparsities never set it apart)."""
     settings = df["settings"].map(json.loads)
     labels = pd.Series("", index=df.index, dtype=object)
     differing: dict[Any, set[str]] = {i: set() for i in df.index}
     for keys, ignore in ((["dataset", "model"], NOT_PROTOCOL), (GROUP_COLUMNS, set())):
-        for _, index in df.groupby(keys, dropna=False).groups.items():
+        for group, index in df.groupby(keys, dropna=False).groups.items():
             values = [settings[i] for i in index]
-            names = {k for s in values for k in s} - ignore
+            baseline = keys is GROUP_COLUMNS and keeps_every_weight(group[GROUP_COLUMNS.index("method")])
+            unused = {"distribution", "layer_sparsity"} if baseline else set()
+            names = {k for s in values for k in s} - ignore - unused
             changing = {k for k in names if len({json.dumps(s.get(k)) for s in values}) > 1}
             for i in index:
                 differing[i] |= changing

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 report() {  # summary, figures and tables of one sweep folder
   $py -m benchmark summarize --runs "$1/runs.csv"
-  $py -m analysis plot --runs "$1/runs.csv" --out "$1/figures" --formats pdf,png
+  $py -m analysis plot --runs "$1/runs.csv" --out "$1/figures" --formats pdf,png --paper
   $py -m analysis table --runs "$1/runs.csv" --out "$1/tables"
 }
 timed() {  # note the start; `finished OUT TARGET` then appends the target's wall clock to OUT/sweep-times.csv

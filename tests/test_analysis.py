@@ -81,6 +81,42 @@ def test_load_runs_from_run_folders():
 def test_select_names_what_exists(runs):
     with pytest.raises(ValueError, match="the runs have digits"):
         analysis.select(runs, dataset="cifar10")
+    with pytest.raises(ValueError, match="the runs have 0.8, 0.9"):
+        analysis.select(runs, sparsities=[0.5])
+
+
+def test_select_by_sparsity_keeps_the_dense_baseline(runs):
+    picked = analysis.select(runs, methods=["dense", "rigl"], sparsities=[0.9])
+    assert sorted(set(zip(picked.method, picked.sparsity))) == [("dense", 0.0), ("rigl", 0.9)]
+    assert len(picked) == 2 + 6  # dense: 2 seeds; rigl at 0.9: uniform 1x and 2x, ERK; 2 seeds each
+
+
+def test_load_runs_reads_several_files_and_labels_protocols_over_all_of_them():
+    pattern = str(REPO / "results" / "*" / "runs.csv")
+    files = sorted((REPO / "results").glob("*/runs.csv"))
+    df = analysis.load_runs([pattern])
+    assert len(df) == sum(len(pd.read_csv(f)) for f in files) > 200
+    mnist = [g for g in analysis.groups(df) if g[:2] == ("mnist", "lenet-300-100")]
+    # the full (200 epochs) and the shortened (20 epochs) protocol, each with its own dense runs
+    assert len(mnist) == 2
+    for group, epochs in zip(sorted(mnist, key=lambda g: "epochs=20," in g[2]), (200, 20)):
+        rows = analysis.group_rows(df, *group)
+        assert set(rows["epochs"]) == {epochs} and (rows["method"] == "dense").sum() == 3
+    assert analysis.groups(analysis.select(df, "fashion-mnist", "lenet-5")) == [("fashion-mnist", "lenet-5", "")]
+    folders = analysis.run_dirs_for([pattern], analysis.select(df, "fashion-mnist", "lenet-5"))
+    assert len(folders) == 22 and all(f.parent.parent.name == "fashion-mnist-lenet5" for f in folders)
+    with pytest.raises(analysis.runs.ResultsError, match="no file matches .*nowhere"):
+        analysis.load_runs([pattern, str(REPO / "nowhere" / "*.csv")])
+
+
+def test_paper_rows_sit_at_the_layer_sparsities_the_paper_runs():
+    rows = analysis.paper_rows(analysis.load_paper(), "mnist", "lenet-300-100")
+    rigl = rows[rows["method"] == "rigl"].iloc[0]
+    # the paper's "87%": layer sparsities 0.98/0.882/dense of 784x300, 300x100, 100x10 keep 9244 of 266200 weights
+    assert (rigl["reported_sparsity"], rigl["sparsity"], rigl["top1_accuracy"]) == (0.87, 0.9653, 98.56)
+    assert "rigl+" not in set(rows["method"])  # not a method here, and no layer sparsities to place it by
+    snip = rows[rows["method"] == "snip"]
+    assert list(snip["sparsity"]) == list(snip["reported_sparsity"]) == [0.95, 0.98]
 
 
 # ---- figures ----
@@ -143,11 +179,12 @@ def test_paper_overlay_is_drawn_distinctly_where_dataset_and_model_match(runs):
     ref = paper[(paper.dataset == "cifar10") & (paper.method == "rigl") & (paper.train_multiplier == 1)]
     np.testing.assert_allclose(line.get_xdata(), ref.sort_values("sparsity")["sparsity"])
     np.testing.assert_allclose(line.get_ydata(), ref.sort_values("sparsity")["top1_accuracy"])
-    assert line.get_markerfacecolor() == "none" and line.get_linestyle() == "--"
+    assert to_hex(line.get_markeredgecolor()) == "#000000" and line.get_linestyle() == "--"
     labels = {c.lines[0]: c.get_label() for c in fig.axes[0].containers}
     assert labels[line] == "RigL (ERK) [paper]"
     run_line = series(fig)[0][("rigl", "erk", 1.0)]
-    assert run_line.get_markerfacecolor() != "none" and run_line.get_linestyle() != "--"
+    assert to_hex(run_line.get_markeredgecolor()) == style.method_color("rigl") and run_line.get_linestyle() != "--"
+    assert line.get_markersize() > run_line.get_markersize()
     assert series(fig, "paper", "band")[0], "the paper's dense accuracy is missing"
     # ImageNet ResNet-50: the harness calls it resnet-50, the paper resnet50
     fig = plots.accuracy_vs_train_flops(runs.assign(dataset="imagenet", model="resnet-50"), paper=paper)
@@ -186,6 +223,106 @@ def test_mask_updates_plot_grown_fraction_of_dynamic_runs(folders):
     total = json.loads((rigl / "config.json").read_text())["total_steps"]
     line = series(plots.mask_updates(folders, x="progress"))[0][("rigl", "uniform", 1.0)]
     np.testing.assert_allclose(line.get_xdata(), updates["step"] / total)
+
+
+# ---- figures of the committed sweeps, as a reviewer reads them ----
+
+COMMITTED = REPO / "results"
+
+
+@pytest.fixture(scope="module")
+def fmnist() -> tuple[pd.DataFrame, list[Path]]:
+    """The committed Fashion-MNIST LeNet-300-100 sweep (3 seeds) and its run folders."""
+    path = COMMITTED / "fashion-mnist-lenet300" / "runs.csv"
+    return analysis.load_runs(path), analysis.run_dirs_for(path)
+
+
+def _notes(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("below-note|")]
+
+
+def test_flop_axes_are_logarithmic_where_the_multipliers_span_decades(fmnist, runs):
+    df, _ = fmnist
+    train, inference = plots.accuracy_vs_train_flops(df), plots.accuracy_vs_inference_flops(df)
+    assert [ax.get_xscale() for ax in train.axes + inference.axes] == ["log"] * 5
+    # 98%: static at 0.02x to dense at 1x; 80%: 0.2x to 1x
+    assert [t.get_text() for t in train.axes[3].get_xticklabels()] == ["0.02x", "0.1x", "0.2x", "1x"]
+    assert [t.get_text() for t in train.axes[0].get_xticklabels()] == ["0.2x", "0.5x", "1x"]
+    low, high = train.axes[3].get_xlim()
+    assert low < 0.02 and high > 1
+    # RigL at 80% alone (1x: 0.2x, 2x: 0.4x dense FLOPs) spans a factor of 2: a linear axis
+    ax = plots.accuracy_vs_train_flops(analysis.select(runs, methods=["rigl"], sparsities=[0.8])).axes[0]
+    assert ax.get_xscale() == "linear"
+
+
+def test_points_far_below_the_others_are_left_out_of_the_y_range_and_named(fmnist, runs):
+    df, _ = fmnist
+    fig = plots.accuracy_vs_sparsity(df)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    small = df[(df.method == "small-dense") & np.isclose(df.sparsity, 0.98)].test_accuracy
+    assert small.mean() + small.std() < low  # 39.4 ± 18.4: the whole error bar
+    assert 84 < low < 86 and 89.7 < high < 90.5  # the others' means ± std span 85.5 to 89.75
+    assert sorted(_notes(ax)) == ["Small-Dense at 0.98: 39.4 ± 18.4 (below the axis)",
+                                  "Static (uniform) at 0.98: 78.1 ± 3.2 (below the axis)"]
+    outside = {("small-dense", 0.98), ("static-uniform", 0.98)}
+    for (method, distribution, _), line in series(fig)[0].items():
+        name = method if distribution == "none" else f"{method}-{distribution}"
+        ys = [y for x, y in zip(line.get_xdata(), line.get_ydata()) if (name, round(x, 2)) not in outside]
+        assert all(low < y < high for y in ys), method
+    # at 98% the panel against training FLOPs does the same; at 80% small-dense (88.2) is 0.7 below
+    # the others, no outlier, and stays
+    train = plots.accuracy_vs_train_flops(df)
+    assert len(_notes(train.axes[3])) == 2 and _notes(train.axes[0]) == []
+    small80 = df[(df.method == "small-dense") & np.isclose(df.sparsity, 0.8)].test_accuracy
+    assert train.axes[0].get_ylim()[0] < small80.mean() - small80.std()
+    # with a handful of points there is no bulk to protect: a point 20 below the others stays in range
+    few = analysis.select(runs, methods=["dense", "set", "snip"], sparsities=[0.8])
+    few = few.assign(test_accuracy=few.test_accuracy - 20 * (few.method == "snip"))
+    ax = plots.accuracy_vs_sparsity(few).axes[0]
+    assert _notes(ax) == [] and ax.get_ylim()[0] < few[few.method == "snip"].test_accuracy.min()
+
+
+def test_every_figure_has_a_title_and_says_over_how_many_seeds(fmnist):
+    df, folders = fmnist
+    figures = {"accuracy vs training FLOPs": plots.accuracy_vs_train_flops(df),
+               "accuracy vs sparsity": plots.accuracy_vs_sparsity(df),
+               "accuracy vs inference FLOPs": plots.accuracy_vs_inference_flops(df),
+               "final density of each layer": plots.layer_density(folders),
+               "connections grown per mask update": plots.mask_updates(folders)}
+    for what, fig in figures.items():
+        assert fig.get_suptitle() == f"fashion-mnist / lenet-300-100: {what}"
+        note = " ".join(fig.legends[0].get_title().get_text().split())
+        expected = ("distribution; bars: mean ± std over 6–33 runs (every sparse method and seed)"
+                    if what.startswith("final") else "mean ± std over 3 seeds")
+        assert note == expected, what
+    short = analysis.load_runs(COMMITTED / "mnist-lenet300-short" / "runs.csv")  # dense: 1 of 3 seeds diverged
+    note = plots.accuracy_vs_sparsity(short).legends[0].get_title().get_text()
+    assert note == "mean ± std over 2–3 seeds (1 diverged run left out)"
+
+
+def test_uniform_and_erk_series_of_one_method_differ_in_marker_fill(fmnist):
+    df, _ = fmnist
+    panel = series(plots.accuracy_vs_train_flops(df))[3]  # 98%
+    for method in ("rigl", "static"):
+        uniform, erk = panel[(method, "uniform", 1.0)], panel[(method, "erk", 1.0)]
+        assert to_hex(uniform.get_color()) == to_hex(erk.get_color()) == style.method_color(method)
+        assert uniform.get_marker() == erk.get_marker()
+        assert (uniform.get_fillstyle(), erk.get_fillstyle()) == ("full", "left")
+        assert uniform.get_linestyle() != erk.get_linestyle()
+
+
+def test_paper_mnist_rigl_point_sits_at_the_layer_sparsities_run():
+    short = analysis.load_runs(COMMITTED / "mnist-lenet300-short" / "runs.csv")
+    fig = plots.accuracy_vs_sparsity(short, paper=True)
+    overlay = series(fig, "paper")[0]
+    rigl = overlay[("rigl", "", 1.0)]
+    assert (list(rigl.get_xdata()), list(rigl.get_ydata())) == ([0.9653], [98.56])
+    assert not any(key[0] == "rigl+" for key in overlay)
+    assert set(short.loc[short.distribution == "custom", "sparsity"]) == {0.9653}  # where the runs sit
+    note = " ".join(fig.legends[0].get_title().get_text().split())
+    assert ("RigL [paper] at 0.9653: the paper calls it 87% sparse, but its layer sparsities 0.98/0.882/dense "
+            "keep 3.47% of the weights") in note
 
 
 def test_every_method_has_one_colour_in_every_figure(runs, folders):
@@ -324,6 +461,15 @@ def test_cli_bad_runs_csv_is_one_line_and_exit_2(tmp_path, capsys, content):
     assert not (tmp_path / "f").exists()
     assert main(["table", "--runs", str(path), "--out", str(tmp_path / "t")]) == 2
     _one_error_line(capsys)
+
+
+def test_cli_reads_a_glob_of_runs_csv_files_and_names_one_that_matches_nothing(tmp_path, capsys):
+    pattern = str(REPO / "results" / "fashion-mnist-lenet*" / "runs.csv")
+    assert main(["table", "--runs", pattern, "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "### fashion-mnist / lenet-300-100" in out and "### fashion-mnist / lenet-5" in out
+    assert main(["table", "--runs", str(tmp_path / "*" / "runs.csv"), "--out", str(tmp_path / "u")]) == 2
+    assert "no file matches" in _one_error_line(capsys) and not (tmp_path / "u").exists()
 
 
 def test_cli_usage_errors_are_one_line(capsys):

@@ -1,5 +1,6 @@
-"""The notebooks run top to bottom on the fixtures (parameters from SPARSEBENCH_* variables) in a
-kernel of this interpreter, and are committed without outputs."""
+"""The notebooks, exactly as committed (no parameters or environment variables changed), run top to
+bottom on the committed results in kernels of this interpreter, show what those results hold, and
+write nothing; they are committed without outputs."""
 from __future__ import annotations
 
 import asyncio
@@ -8,17 +9,31 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-FIXTURES = REPO / "tests" / "fixtures"
+RESULTS = REPO / "results"
+LANDSCAPE = RESULTS / "fashion-mnist-lenet300" / "landscape"
 NAMES = ("tradeoff_curves", "loss_landscape")
 
 
 def _read(name: str) -> nbformat.NotebookNode:
     return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+
+
+def _files() -> dict[Path, tuple[int, int]]:
+    """(size, modification time) of every file in the working tree outside .git, .venv and caches."""
+    skip = {".git", ".venv", "data", "__pycache__", ".pytest_cache"}
+    found = {}
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in files:
+            stat = (Path(root) / name).stat()
+            found[Path(root) / name] = (stat.st_size, stat.st_mtime_ns)
+    return found
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -28,76 +43,88 @@ def test_notebook_is_committed_clean_and_thin(name):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
     assert "parameters" in code[0].metadata.get("tags", [])
-    assert "os.environ.get(\"SPARSEBENCH_" in code[0].source
+    assert "OUT = None" in code[0].source and "environ" not in code[0].source
     source = "\n".join(c.source for c in code)
     assert "def " not in source and "plt.subplots" not in source  # drawing lives in the analysis package
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
-    """Both notebooks executed concurrently (two kernels), with a last cell reporting the kernel's Python."""
-    tmp = tmp_path_factory.mktemp("notebooks")
-    env = {
-        "SPARSEBENCH_RUNS": str(FIXTURES / "sweep" / "runs.csv"),
-        "SPARSEBENCH_FIGURES": str(tmp / "figures"),
-        "SPARSEBENCH_TABLES": str(tmp / "tables"),
-        "SPARSEBENCH_LANDSCAPE": str(FIXTURES / "landscape" / "landscape.csv"),
-        "SPARSEBENCH_RESTART": str(FIXTURES / "landscape" / "restart.csv"),
-        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernels inherit the environment
+def executed():
+    """Both notebooks as committed, executed concurrently in two kernels (started in notebooks/, as
+    Jupyter does), each asked afterwards for its interpreter; with the working tree's files before and
+    after."""
+    before = _files()
     notebooks = {name: _read(name) for name in NAMES}
-    for nb in notebooks.values():
-        nb.cells.append(nbformat.v4.new_code_cell("import sys; print('KERNEL', sys.executable)"))
+    backend = os.environ.pop("MPLBACKEND", None)  # the kernel's own default (inline figures), whatever runs pytest
+
+    async def run(nb) -> str:
+        client = NotebookClient(nb, kernel_name="python3", timeout=600,
+                                resources={"metadata": {"path": str(NOTEBOOKS)}})
+        try:
+            await client.async_execute(cleanup_kc=False)
+            reply = await client.kc.execute_interactive(
+                "", user_expressions={"exe": "__import__('sys').executable"}, timeout=60)
+            return reply["content"]["user_expressions"]["exe"]["data"]["text/plain"].strip("'")
+        finally:
+            await client._async_cleanup_kernel()
 
     async def run_all():
-        clients = [NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(NOTEBOOKS)}})
-                   for nb in notebooks.values()]
-        await asyncio.gather(*(c.async_execute() for c in clients))
+        return await asyncio.gather(*(run(nb) for nb in notebooks.values()))
 
     try:
-        asyncio.run(run_all())
+        interpreters = asyncio.run(run_all())
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return notebooks, tmp
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
+    return notebooks, dict(zip(NAMES, interpreters)), before, _files()
 
 
 def _outputs(nb, kind: str) -> list:
     return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == kind]
 
 
+def _text(nb) -> str:
+    return "".join(o.get("text", "") for o in _outputs(nb, "stream"))
+
+
 def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
-def test_notebooks_run_in_this_interpreter(executed):
-    notebooks, _ = executed
+def test_notebooks_run_in_this_interpreter_and_write_nothing(executed):
+    notebooks, interpreters, before, after = executed
     for name, nb in notebooks.items():
         assert not _outputs(nb, "error"), name
-        text = "".join(o.get("text", "") for o in _outputs(nb, "stream"))
-        assert f"KERNEL {sys.executable}" in text, name
+        assert interpreters[name] == sys.executable, name
+        assert "OUT is None: nothing written" in _text(nb), name
+    assert after == before  # nothing under results/ (or anywhere else) written, changed or removed
 
 
-def test_tradeoff_notebook_draws_and_saves_every_figure_and_table(executed):
-    notebooks, tmp = executed
+def test_tradeoff_notebook_reads_every_committed_sweep_and_shows_the_chosen_one(executed):
+    notebooks, *_ = executed
     nb = notebooks["tradeoff_curves"]
+    files = sorted(RESULTS.glob("*/runs.csv"))
+    every = sum(len(pd.read_csv(f)) for f in files)
+    fmnist = pd.read_csv(RESULTS / "fashion-mnist-lenet300" / "runs.csv")
+    fmnist = fmnist[(fmnist.dataset == "fashion-mnist") & (fmnist.model == "lenet-300-100")]
+    text = _text(nb)
+    assert f"{every} runs in {len(files)} files (" in text and len(files) >= 4 and every > 200
+    assert f"{len(fmnist)} runs after the filter, {len(fmnist)} run folders; groups:" in text
+    assert f"  fashion-mnist / lenet-300-100: {len(fmnist)} runs\n" in text
     assert _images(nb) == 5  # train FLOPs, sparsity, inference FLOPs, layer density, mask updates
     markdown = [o for o in _outputs(nb, "display_data") if "text/markdown" in o.get("data", {})]
-    assert markdown and "### digits / lenet-300-100" in markdown[0]["data"]["text/markdown"]
-    assert len(list((tmp / "figures").glob("*-digits-lenet-300-100.png"))) == 5
-    assert len(list((tmp / "figures").glob("*-digits-lenet-300-100.pdf"))) == 5
-    assert (tmp / "tables" / "table.md").is_file() and (tmp / "tables" / "table.tex").is_file()
+    assert markdown and markdown[0]["data"]["text/markdown"].startswith("### fashion-mnist / lenet-300-100")
+    # the results table holds the committed table of that sweep
+    committed = (RESULTS / "fashion-mnist-lenet300" / "tables" / "table.md").read_text()
+    assert markdown[0]["data"]["text/markdown"].strip() == committed.strip()
 
 
-def test_landscape_notebook_plots_the_fixture(executed):
-    notebooks, tmp = executed
+def test_landscape_notebook_plots_the_committed_study(executed):
+    notebooks, *_ = executed
     nb = notebooks["loss_landscape"]
+    frame = pd.read_csv(LANDSCAPE / "landscape.csv")
+    restart = pd.read_csv(LANDSCAPE / "restart" / "restart.csv")
     assert _images(nb) == 2
-    text = "".join(o.get("text", "") for o in _outputs(nb, "stream"))
-    assert "71 points on paths ['bezier-dense', 'bezier-sparse', 'linear']" in text
-    assert (tmp / "figures" / "landscape.png").is_file() and (tmp / "figures" / "landscape-accuracy.pdf").is_file()
+    assert (f"{len(frame)} points on paths {sorted(frame['path'].unique())}; endpoints: ('gmp', 'static'); "
+            f"batch-norm statistics re-estimated: False; restarts: {sorted(restart['method'].unique())}") in _text(nb)
+    assert len(frame) == 71 and sorted(restart["method"].unique()) == ["rigl", "static"]
