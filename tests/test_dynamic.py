@@ -127,3 +127,35 @@ def test_skip_step_on_update_leaves_weights_untouched_on_update_steps():
     layer.weight.grad = torch.ones(10, 10)
     s.step()  # step 101 is ordinary: the optimizer moves the active weights
     assert torch.equal(layer.weight != before, s.masks[0])
+
+
+def reference_rigl_masks(weight: torch.Tensor, mask: torch.Tensor, grad: torch.Tensor, k: int) -> torch.Tensor:
+    """RigL's update as the paper writes it, on dense tensors and without any of the fast path's
+    machinery: drop the k active weights of smallest magnitude, then grow the k positions, among those
+    not kept, of largest gradient magnitude."""
+    drop_score = torch.where(mask, weight.abs(), torch.inf).flatten()
+    kept = mask.flatten().clone()
+    kept[drop_score.topk(k, largest=False).indices] = False
+    grow_score = torch.where(kept, -torch.inf, grad.abs().flatten())
+    new = kept.clone()
+    new[grow_score.topk(k).indices] = True
+    return new.view_as(mask)
+
+
+def test_rigl_matches_the_plain_reference_update():
+    torch.manual_seed(3)
+    layer = nn.Linear(60, 40, bias=False)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)  # plain SGD: w - 0.1 g on the active weights
+    s = methods.create("rigl", layer, opt, total_steps=1000, sparsity=0.8, distribution="uniform", dense_first=False,
+                       delta_t=10, t_end=0.5)
+    updates = 0
+    for t in range(200):
+        layer.weight.grad = torch.randn(40, 60)  # continuous values: no ties for either top-k
+        before, grad = s.masks[0].clone(), layer.weight.grad.clone()
+        weight = layer.weight.detach() - 0.1 * grad * before  # what the update sees: after the optimizer step
+        k = s.schedule.drop_count(t, int(before.sum())) if s.is_update_step(t) else 0
+        info = s.step()
+        if info.updated:
+            updates += 1
+            assert torch.equal(s.masks[0], reference_rigl_masks(weight, before, grad, k)), t
+    assert updates == 19 and int(s.masks[0].sum()) == 480  # updates after steps 10, 20, ..., 190; 20% of 2400
