@@ -1,5 +1,6 @@
 """Figures of a sweep: accuracy against training FLOPs, sparsity and inference FLOPs (with the
-paper's numbers as an optional overlay), per-layer densities and mask-update dynamics.
+paper's numbers as an optional overlay); `make_figures` also draws the run-folder figures of
+`folder_plots` (per-layer densities, mask-update dynamics), which this module exports too.
 
 Every function takes runs (one row per run, as `load_runs` gives) or run folders of ONE
 (dataset, model) pair and returns a matplotlib Figure with a title; `save_figure` writes it.
@@ -10,14 +11,12 @@ that showing them would squeeze the others into a third of the axis are marked b
 bottom edge, with their value written above it.
 
 Each plotted series has a gid "source|method|distribution|multiplier|kind" (source "runs" or
-"paper"; kind "series", "band" or "point") so that tests and notebooks can find it.
+"paper"; kind "series", "band" or "point"; `layout.gid`) so that tests and notebooks can find it.
 """
 from __future__ import annotations
 
-import functools
 import math
-import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,8 +28,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from . import style
-from .runs import (RunRecord, group_rows, group_tag, group_title, groups, is_dense, keeps_every_weight, load_paper,
-                   paper_rows, read_run, summary)
+from .folder_plots import folder_records, layer_density, loss_landscape, mask_updates
+from .layout import figure_title, gid, legend, panels, percent, seeds_note, series_keys, styled
+from .runs import (group_rows, group_tag, group_title, groups, keeps_every_weight, load_paper,
+                   paper_rows, summary)
 from .style import save_figure
 
 __all__ = [
@@ -65,19 +66,6 @@ class _Point(NamedTuple):
     color: str = ""
 
 
-def _styled(func):
-    """Run a plotting function under the package's matplotlib settings (style.context)."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with style.context():
-            return func(*args, **kwargs)
-    return wrapper
-
-
-def gid(source: str, method: str, distribution: str, multiplier: float, kind: str = "series") -> str:
-    return f"{source}|{method}|{distribution}|{float(multiplier):g}|{kind}"
-
-
 def _one_group(runs: pd.DataFrame) -> tuple[str, str, str]:
     """(dataset, model, title) of runs that must be of one dataset, model and protocol."""
     found = groups(runs)
@@ -94,79 +82,6 @@ def _paper_for(paper: pd.DataFrame | bool | None, dataset: str, model: str) -> p
         return pd.DataFrame()
     table = load_paper() if paper is True else paper
     return paper_rows(table, dataset, model)
-
-
-def _panels(n: int, height: float = style.PANEL_HEIGHT, max_cols: int = 3) -> tuple[Figure, list[Axes]]:
-    cols = max(1, min(n, max_cols))
-    rows = max(1, math.ceil(n / cols))
-    width, _ = style.figure_size(cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False, layout="constrained")
-    flat = list(axes.flat)
-    for extra in flat[n:]:
-        extra.remove()
-    return fig, flat[:n]
-
-
-def _legend_key(handle, label: str, position: int) -> tuple:
-    """Runs before the paper's numbers, then the method order, distribution, multiplier."""
-    artist = handle[0] if isinstance(handle, tuple) else handle
-    artist = getattr(artist, "lines", [artist])[0] if hasattr(artist, "lines") else artist
-    parts = (artist.get_gid() or "").split("|") if hasattr(artist, "get_gid") else []
-    if len(parts) != 5 or parts[0] not in ("runs", "paper"):
-        return (2, (0, ""), (0, ""), 0.0, position)
-    source, method, distribution, multiplier, _ = parts
-    return (int(source == "paper"), style.method_sort_key(method), style.distribution_sort_key(distribution),
-            float(multiplier), position)
-
-
-def _wrap(text: str, width_in: float, points: float) -> str:
-    """`text` broken into lines that fit `width_in` inches at a font of `points` pt."""
-    chars = max(20, int(width_in * 72 / (0.52 * points)))
-    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
-
-
-def _legend(fig: Figure, axes: Sequence[Axes], notes: Sequence[str] = ()) -> None:
-    """One legend for the figure, under the panels, each label once, in method order, with `notes`
-    (what the points are, what was moved) as its title."""
-    handles, labels = {}, []
-    for ax in axes:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            if label not in handles:
-                handles[label] = h
-                labels.append(label)
-    if not labels:
-        return
-    position = {label: i for i, label in enumerate(labels)}
-    labels.sort(key=lambda label: _legend_key(handles[label], label, position[label]))
-    entry = 0.5 + 0.056 * max(map(len, labels))  # inches per legend column at 7 pt (handle + text + gap)
-    cols = max(1, min(len(labels), int(fig.get_figwidth() // entry)))
-    if fig.get_figwidth() < style.DOUBLE_COLUMN and math.ceil(len(labels) / cols) > 7:
-        fig.set_figwidth(style.DOUBLE_COLUMN)  # a long legend: use the full page width instead of a tall figure
-        cols = max(1, min(len(labels), int(fig.get_figwidth() // entry)))
-    title = _wrap("\n".join(notes), fig.get_figwidth(), 7) if notes else None
-    rows = math.ceil(len(labels) / cols) + (title.count("\n") + 1 if title else 0)
-    # constrained layout puts the legend under the panels: make room for it rather than shrink the panels
-    fig.set_figheight(fig.get_figheight() + 0.16 * rows + 0.1)
-    fig.legend([handles[label] for label in labels], labels, loc="outside lower center", ncols=cols, title=title,
-               handlelength=2.2, columnspacing=1.0, borderaxespad=0.2)
-
-
-def _title(fig: Figure, group: str, what: str) -> None:
-    """"group: what" as the figure's title, on two lines (then wrapped) where one is too long for its width
-    (call after `_legend`, which may widen the figure)."""
-    size = plt.rcParams["figure.titlesize"]
-    text = f"{group}: {what}"
-    fig.suptitle(text if _wrap(text, fig.get_figwidth(), size) == text else
-                 _wrap(f"{group}\n{what}", fig.get_figwidth(), size))
-
-
-def _seeds_note(summ: pd.DataFrame, unit: str = "seeds") -> str:
-    """"mean ± std over 3 seeds" ("2–3 seeds" where it varies), naming diverged runs left out."""
-    counts = summ["seeds"].astype(int)
-    low, high = counts.min(), counts.max()
-    note = f"mean ± std over {low}{'' if low == high else f'–{high}'} {unit}"
-    diverged = int(summ["diverged"].sum()) if "diverged" in summ.columns else 0
-    return note + (f" ({diverged} diverged run{'s' if diverged > 1 else ''} left out)" if diverged else "")
 
 
 def _series_style(method: str, distribution: str, paper: bool, multiplier: float = 1.0) -> dict:
@@ -304,22 +219,12 @@ def _flops_axes(axes: Sequence[Axes]) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _series_keys(frame: pd.DataFrame, keys: list[str]) -> list[tuple]:
-    pairs = {tuple(r) for r in frame[keys].itertuples(index=False)}
-    return sorted(pairs, key=lambda k: (style.method_sort_key(k[0]), *(style.distribution_sort_key(v) if i == 0
-                                                                         else (0, str(v)) for i, v in enumerate(k[1:]))))
-
-
 def _sparse_levels(summ: pd.DataFrame) -> list[float]:
     levels = sorted({round(float(s), 6) for s in summ.loc[~_baseline(summ), "sparsity"]})
     return [s for s in levels if s > 0]
 
 
-def _percent(s: float) -> str:
-    return f"sparsity {100 * s:g}%"
-
-
-@_styled
+@styled
 def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | None = None,
                             metric: str = "test_accuracy") -> Figure:
     """Accuracy against the training-FLOPs multiplier (x dense), one panel per sparsity (the paper's
@@ -331,13 +236,13 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
     levels = _sparse_levels(summ)
     if not levels:
         raise ValueError("no sparse runs to plot against training FLOPs")
-    fig, axes = _panels(len(levels))
+    fig, axes = panels(len(levels))
     notes, panel_points = [], []
     for ax, level in zip(axes, levels):
         points: list[_Point] = []
         _dense_band(ax, summ, points, "train_flops_multiplier")
         here = summ[(~_baseline(summ)) & np.isclose(summ["sparsity"], level)]
-        for method, distribution in _series_keys(here, ["method", "distribution"]):
+        for method, distribution in series_keys(here, ["method", "distribution"]):
             s = here[(here["method"] == method) & (here["distribution"] == distribution)]
             s = s.sort_values("train_flops_multiplier")
             _errorbar(ax, s["train_flops_multiplier"], s["test_accuracy_mean"], s["test_accuracy_std"],
@@ -349,24 +254,24 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
         if not ref.empty:
             _paper_dense(ax, ref, points)
             p = ref[(~_baseline(ref)) & np.isclose(ref["sparsity"], level) & ref["train_flops_x"].notna()]
-            for method, distribution in _series_keys(p, ["method", "distribution"]):
+            for method, distribution in series_keys(p, ["method", "distribution"]):
                 s = p[(p["method"] == method) & (p["distribution"] == distribution)].sort_values("train_flops_x")
                 _errorbar(ax, s["train_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, 1.0,
                           points, paper=True)
             notes += _paper_notes(p)
-        ax.set_title(_percent(level))
+        ax.set_title(percent(level))
         ax.set_xlabel("training FLOPs (× dense)")
         ax.set_ylabel(ACCURACY_LABELS[metric])
         panel_points.append(points)
     _flops_axes(axes)
     for ax, points in zip(axes, panel_points):
         _fit_y(ax, points)
-    _legend(fig, axes, [_seeds_note(summ), *dict.fromkeys(notes)])
-    _title(fig, title, "accuracy vs training FLOPs")
+    legend(fig, axes, [seeds_note(summ), *dict.fromkeys(notes)])
+    figure_title(fig, title, "accuracy vs training FLOPs")
     return fig
 
 
-@_styled
+@styled
 def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None = None,
                          metric: str = "test_accuracy") -> Figure:
     """Accuracy against sparsity, one line per (method, distribution, multiplier) (the paper's figure 4);
@@ -374,12 +279,12 @@ def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None =
     dataset, model, title = _one_group(runs)
     summ = summary(runs, metric)
     ref = _paper_for(paper, dataset, model)
-    fig, axes = _panels(1, height=2.6)
+    fig, axes = panels(1, height=2.6)
     ax = axes[0]
     points: list[_Point] = []
     _dense_band(ax, summ, points)
     sparse = summ[~_baseline(summ)]
-    for method, distribution, multiplier in _series_keys(sparse, ["method", "distribution", "multiplier"]):
+    for method, distribution, multiplier in series_keys(sparse, ["method", "distribution", "multiplier"]):
         s = sparse[(sparse["method"] == method) & (sparse["distribution"] == distribution)
                    & (sparse["multiplier"] == multiplier)].sort_values("sparsity")
         _errorbar(ax, s["sparsity"], s["test_accuracy_mean"], s["test_accuracy_std"], method, distribution,
@@ -388,7 +293,7 @@ def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None =
     if not ref.empty:
         _paper_dense(ax, ref, points)
         p = ref[(~_baseline(ref)) & (ref["sparsity"] > 0)]
-        for method, distribution, multiplier in _series_keys(p, ["method", "distribution", "train_multiplier"]):
+        for method, distribution, multiplier in series_keys(p, ["method", "distribution", "train_multiplier"]):
             s = p[(p["method"] == method) & (p["distribution"] == distribution)
                   & (p["train_multiplier"] == multiplier)].sort_values("sparsity")
             _errorbar(ax, s["sparsity"], s["top1_accuracy"], s["top1_std"], method, distribution, multiplier,
@@ -401,12 +306,12 @@ def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None =
     ax.set_xlabel("sparsity")
     ax.set_ylabel(ACCURACY_LABELS[metric])
     _fit_y(ax, points)
-    _legend(fig, axes, [_seeds_note(summ), *notes])
-    _title(fig, title, "accuracy vs sparsity")
+    legend(fig, axes, [seeds_note(summ), *notes])
+    figure_title(fig, title, "accuracy vs sparsity")
     return fig
 
 
-@_styled
+@styled
 def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | None = None,
                                 metric: str = "test_accuracy") -> Figure:
     """Accuracy against the inference-FLOPs multiplier (f_S / f_D of the final model), one line per
@@ -414,12 +319,12 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
     dataset, model, title = _one_group(runs)
     summ = summary(runs, metric)
     ref = _paper_for(paper, dataset, model)
-    fig, axes = _panels(1, height=2.6)
+    fig, axes = panels(1, height=2.6)
     ax = axes[0]
     points: list[_Point] = []
     _dense_band(ax, summ, points, "inference_flops_multiplier")
     sparse = summ[~_baseline(summ)]
-    for method, distribution, multiplier in _series_keys(sparse, ["method", "distribution", "multiplier"]):
+    for method, distribution, multiplier in series_keys(sparse, ["method", "distribution", "multiplier"]):
         s = sparse[(sparse["method"] == method) & (sparse["distribution"] == distribution)
                    & (sparse["multiplier"] == multiplier)].sort_values("inference_flops_multiplier")
         _errorbar(ax, s["inference_flops_multiplier"], s["test_accuracy_mean"], s["test_accuracy_std"],
@@ -428,7 +333,7 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
     if not ref.empty:
         _paper_dense(ax, ref, points)
         p = ref[(~_baseline(ref)) & ref["test_flops_x"].notna()]
-        for method, distribution, multiplier in _series_keys(p, ["method", "distribution", "train_multiplier"]):
+        for method, distribution, multiplier in series_keys(p, ["method", "distribution", "train_multiplier"]):
             s = p[(p["method"] == method) & (p["distribution"] == distribution)
                   & (p["train_multiplier"] == multiplier)].sort_values("test_flops_x")
             _errorbar(ax, s["test_flops_x"], s["top1_accuracy"], s["top1_std"], method, distribution, multiplier,
@@ -438,177 +343,8 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
     ax.set_ylabel(ACCURACY_LABELS[metric])
     _flops_axes(axes)
     _fit_y(ax, points)
-    _legend(fig, axes, [_seeds_note(summ), *notes])
-    _title(fig, title, "accuracy vs inference FLOPs")
-    return fig
-
-
-def _records(run_dirs: Iterable[str | Path | RunRecord]) -> list[RunRecord]:
-    return [r if isinstance(r, RunRecord) else read_run(r) for r in run_dirs]
-
-
-def _folders_title(records: Sequence[RunRecord], title: str | None) -> str:
-    """`title`, or "dataset / model" of the run folders."""
-    if title:
-        return title
-    pairs = sorted({(r.config.get("dataset", "?"), r.config.get("model", "?")) for r in records})
-    return "; ".join(f"{d} / {m}" for d, m in pairs)
-
-
-@_styled
-def layer_density(run_dirs: Iterable[str | Path | RunRecord], title: str | None = None) -> Figure:
-    """Final density of every sparse layer, bars per distribution (uniform / ER / ERK) labelled with
-    their value, one panel per sparsity; from the run folders' metrics.json (layer_density). Runs
-    sharing a distribution and a sparsity are averaged, with their std as error bars (fixed-count
-    methods give them identical densities; DSR moves weights between layers). `title` defaults to
-    the folders' dataset / model."""
-    rows = []
-    records = _records(run_dirs)
-    for rec in records:
-        if rec.metrics is None or is_dense(rec.method) or not rec.metrics.get("layer_density"):
-            continue
-        for i, (layer, density) in enumerate(rec.metrics["layer_density"].items()):
-            rows.append(dict(distribution=rec.distribution, sparsity=round(rec.sparsity, 6), layer=layer, order=i,
-                             density=density, run=str(rec.path)))
-    if not rows:
-        raise ValueError("no finished sparse run folders with layer densities (metrics.json) to plot")
-    df = pd.DataFrame(rows)
-    levels = sorted(df["sparsity"].unique())
-    fig, axes = _panels(len(levels), height=2.3, max_cols=2)
-    for ax, level in zip(axes, levels):
-        here = df[df["sparsity"] == level]
-        layers = here.groupby("layer")["order"].min().sort_values().index.tolist()
-        dists = sorted(here["distribution"].unique(), key=style.distribution_sort_key)
-        width = 0.8 / len(dists)
-        x = np.arange(len(layers))
-        for j, dist in enumerate(dists):
-            stats = here[here["distribution"] == dist].groupby("layer")["density"].agg(["mean", "std"]).reindex(layers)
-            std = stats["std"].fillna(0).to_numpy()
-            bars = ax.bar(x + (j - (len(dists) - 1) / 2) * width, stats["mean"].to_numpy(), width,
-                          yerr=std if std.any() else None, error_kw=dict(elinewidth=0.6, capsize=1.5),
-                          color=style.DISTRIBUTION_COLORS.get(dist, style.SPARE_COLORS[j % len(style.SPARE_COLORS)]),
-                          edgecolor="#333333", linewidth=0.4, label=style.DISTRIBUTION_LABELS.get(dist, dist) or dist)
-            for patch in bars.patches:
-                patch.set_gid(f"distribution|{dist}|{level:g}")
-            if len(layers) * len(dists) <= 12:  # room for the values above the bars
-                ax.bar_label(bars, [f"{v:.2g}" for v in stats["mean"]], fontsize=5.5, padding=1)
-        ax.axhline(1 - level, color="#555555", linewidth=0.7, linestyle=":", label="global density 1 - s")
-        if len(layers) <= 16:
-            ax.set_xticks(x, layers, rotation=45 if max(map(len, layers)) > 6 else 0, ha="right"
-                          if max(map(len, layers)) > 6 else "center")
-            ax.set_xlabel("sparse layer")
-        else:
-            step = max(1, len(layers) // 12)
-            ax.set_xticks(x[::step], [str(i) for i in x[::step]])
-            ax.set_xlabel("sparse layer (forward order)")
-        ax.set_ylim(0, 1.12)
-        ax.set_ylabel("layer density")
-        ax.set_title(_percent(level))
-    counts = df.groupby(["distribution", "sparsity"])["run"].nunique().rename("seeds").to_frame()
-    _legend(fig, axes, ["distribution; bars: " + _seeds_note(counts, "runs (every sparse method and seed)")])
-    _title(fig, _folders_title(records, title), "final density of each layer")
-    return fig
-
-
-@_styled
-def mask_updates(run_dirs: Iterable[str | Path | RunRecord], x: str = "step", title: str | None = None) -> Figure:
-    """Connections grown per mask update, as a fraction of the active connections (updates.csv's
-    grown_fraction), against the training step (x="step") or the fraction of training done
-    (x="progress", which lines up runs of different lengths); one line per dynamic (method,
-    distribution, multiplier), mean over seeds with a ± std band, one panel per sparsity. Methods that
-    never grow (GMP only prunes) are left out. `title` defaults to the folders' dataset / model."""
-    if x not in ("step", "progress"):
-        raise ValueError(f"x must be 'step' or 'progress', got {x!r}")
-    rows = []
-    records = _records(run_dirs)
-    for rec in records:
-        u = rec.updates
-        if u.empty or "grown_fraction" not in u.columns or not (u.get("grown", u["grown_fraction"]) > 0).any():
-            continue
-        total = rec.total_steps or float(u["step"].max())
-        rows.append(pd.DataFrame({"method": rec.method, "distribution": rec.distribution,
-                                  "multiplier": rec.multiplier, "sparsity": round(rec.sparsity, 6),
-                                  "x": u["step"] / total if x == "progress" else u["step"],
-                                  "grown_fraction": u["grown_fraction"], "run": str(rec.path)}))
-    if not rows:
-        raise ValueError("no run folders with mask updates that grow connections (updates.csv of set/snfs/rigl runs)")
-    df = pd.concat(rows, ignore_index=True)
-    levels = sorted(df["sparsity"].unique())
-    fig, axes = _panels(len(levels), height=2.3, max_cols=2)
-    for ax, level in zip(axes, levels):
-        here = df[df["sparsity"] == level]
-        for method, distribution, multiplier in _series_keys(here, ["method", "distribution", "multiplier"]):
-            s = here[(here["method"] == method) & (here["distribution"] == distribution)
-                     & (here["multiplier"] == multiplier)]
-            stats = 100 * s.groupby("x")["grown_fraction"].agg(["mean", "std"]).fillna(0)
-            kw = {"color": style.method_color(method), "marker": style.method_marker(method), "markersize": 3,
-                  "linestyle": style.distribution_linestyle(distribution),
-                  "fillstyle": style.distribution_fillstyle(distribution), "markerfacecoloralt": "white",
-                  "markevery": max(1, len(stats) // 12)}  # methods updating every step (DeepR): fewer markers
-            if multiplier != 1.0:
-                kw["linewidth"] = style.MULTIPLIER_STYLE["linewidth"]
-            (line,) = ax.plot(stats.index, stats["mean"], label=style.series_label(method, distribution, multiplier),
-                              **kw)
-            line.set_gid(gid("runs", method, distribution, multiplier))
-            if stats["std"].any():
-                ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                                color=kw["color"], alpha=0.15, linewidth=0, label="_nolegend_")
-        if x == "progress":
-            ax.set_xlim(0, 1)
-        else:
-            ax.set_xlim(left=0)
-        ax.set_xlabel("fraction of training" if x == "progress" else "training step")
-        ax.set_ylabel("grown per update (% of active)")
-        ax.set_title(_percent(level))
-    counts = df.groupby(["method", "distribution", "multiplier", "sparsity"])["run"].nunique().rename("seeds")
-    _legend(fig, axes, [_seeds_note(counts.to_frame())])
-    _title(fig, _folders_title(records, title), "connections grown per mask update")
-    return fig
-
-
-@_styled
-def loss_landscape(landscape: pd.DataFrame, restart: pd.DataFrame | None = None, metric: str = "train_loss",
-                   endpoints: tuple[str, str] | None = None) -> Figure:
-    """The paper's figure 6: left, `metric` (training loss) along the linear path and the Bezier
-    curves between two solutions; right (when `restart` rows are given), training loss of the runs
-    restarted from a solution, per method."""
-    if landscape.empty or not {"coefficient", "path", metric} <= set(landscape.columns):
-        raise ValueError(f"a landscape table needs columns coefficient, path and {metric}")
-    panels = 2 if restart is not None and not restart.empty else 1
-    fig, axes = _panels(panels, height=2.4)
-    ax = axes[0]
-    order = [p for p in style.PATH_STYLES if p in set(landscape["path"])] + \
-        sorted(set(landscape["path"]) - set(style.PATH_STYLES))
-    for path in order:
-        s = landscape[landscape["path"] == path].sort_values("coefficient")
-        kw = style.PATH_STYLES.get(path, dict(color="#777777", linestyle="-", marker="."))
-        (line,) = ax.plot(s["coefficient"], s[metric], markersize=2.5, label=path, **kw)
-        line.set_gid(f"path|{path}")
-    for x in (0.0, 1.0):
-        ax.axvline(x, color="#999999", linewidth=0.6, linestyle=":")
-    bn = bool(landscape.get("bn_recomputed", pd.Series([False])).any())
-    ax.set_xlabel("interpolation coefficient" if not endpoints else
-                  f"coefficient (0: {endpoints[0]}, 1: {endpoints[1]})")
-    names = {"train_loss": "training loss", "test_loss": "test loss", "test_accuracy": "test accuracy (%)",
-             "train_accuracy": "training accuracy (%)"}
-    ax.set_ylabel(names.get(metric, metric.replace("_", " ")) + (" (BN re-estimated)" if bn else ""))
-    ax.set_title("paths between the two solutions")
-    ax.legend(loc="best")
-    if panels == 2:
-        ax2 = axes[1]
-        for method in sorted(restart["method"].unique(), key=style.method_sort_key):
-            s = restart[restart["method"] == method].sort_values("step")
-            (line,) = ax2.plot(s["step"], s["train_loss"], color=style.method_color(method),
-                               marker=style.method_marker(method), markersize=2.5,
-                               label=f"{style.method_label(method)} (restart)")
-            line.set_gid(gid("runs", method, "", 1.0, "restart"))
-        if "start_loss" in restart.columns and restart["start_loss"].notna().any():
-            ax2.axhline(restart["start_loss"].dropna().iloc[0], color="#555555", linewidth=0.8, linestyle=":",
-                        label="before the restart")
-        ax2.set_xlabel("steps after the restart")
-        ax2.set_ylabel("training loss")
-        ax2.set_title("restarting from the static solution")
-        ax2.legend(loc="best")
+    legend(fig, axes, [seeds_note(summ), *notes])
+    figure_title(fig, title, "accuracy vs inference FLOPs")
     return fig
 
 
@@ -635,7 +371,7 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
     formats = style.parse_formats(formats)
     paper_table = load_paper() if paper is True else paper
     written: list[Path] = []
-    records = _records(run_dirs)
+    records = folder_records(run_dirs)
     for dataset, model, protocol in groups(runs):
         subset = group_rows(runs, dataset, model, protocol)
         tag = group_tag(dataset, model, protocol)
