@@ -16,7 +16,7 @@ carries each kept weight's value, gradient and optimizer state over; grown ones 
 
 Which layers run on kernels (the rest train masked-dense, as with `execution="masked"`):
 * plain `nn.Linear` layers (exactly that class) with a contiguous weight, whose density is at most
-  `max_density` (0.3: measured crossover with the dense GEMM at batch 100 on CPU, see README). Layers the
+  `max_density` (0.4: measured crossover with the dense GEMM at batch 100 on CPU, see README). Layers the
   distribution keeps dense, GMP's dense phase and Conv layers stay masked-dense; a layer moves between
   the two when a mask change crosses `max_density`;
 * none for methods that change weights outside the optimizer (they override `after_optimizer_step`:
@@ -80,9 +80,7 @@ class _SparseLinearFunction(torch.autograd.Function):
         s = layer.structure
         out, inp = s.shape
         lead = x.shape[:-1]
-        xt = x.reshape(-1, inp).t()
-        if not xt.is_contiguous():
-            xt = xt.contiguous()
+        xt = sk.transposed(x.reshape(-1, inp))
         yt = sk.forward(s, values, xt, bias)
         ctx.save_for_backward(xt, values)
         ctx.layer, ctx.structure, ctx.x_shape = layer, s, x.shape
@@ -93,9 +91,7 @@ class _SparseLinearFunction(torch.autograd.Function):
     def backward(ctx, gy):
         xt, values = ctx.saved_tensors
         s, layer = ctx.structure, ctx.layer
-        gt = gy.reshape(-1, s.shape[0]).t()
-        if not gt.is_contiguous():
-            gt = gt.contiguous()
+        gt = sk.transposed(gy.reshape(-1, s.shape[0]))
         dx = dvalues = dbias = None
         execution = layer.execution
         sparsifier = execution.sparsifier
@@ -119,7 +115,7 @@ class SparseKernels(MaskedDense):
     """Sparse Linear layers run on sparse kernels with compact values and optimizer state (module doc)."""
 
     name = "sparse"
-    max_density = 0.3  # a Linear layer denser than this trains masked-dense (the dense GEMM is faster)
+    max_density = 0.4  # a Linear layer denser than this trains masked-dense (the dense GEMM is faster)
 
     def __init__(self, sparsifier: Sparsifier):
         super().__init__(sparsifier)

@@ -94,7 +94,8 @@ def library() -> ctypes.CDLL | None:
             lib.sk_input_grad.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr]
             lib.sk_weight_grad.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr]
             lib.sk_scatter.argtypes = [i64, ptr, ptr, ptr]
-            for f in (lib.sk_forward, lib.sk_input_grad, lib.sk_weight_grad, lib.sk_scatter):
+            lib.sk_transpose.argtypes = [i64, i64, i64, ptr, ptr]
+            for f in (lib.sk_forward, lib.sk_input_grad, lib.sk_weight_grad, lib.sk_scatter, lib.sk_transpose):
                 f.restype = None
             _lib = lib
     return _lib
@@ -130,11 +131,27 @@ class Structure:
 
 
 def _fast(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and library() is not None
+    """Whether the compiled kernels take these tensors (float32 on CPU, library built)."""
+    if _lib is None and library() is None:
+        return False
+    return all(t.dtype is torch.float32 and t.is_cpu for t in tensors)
 
 
 def _p(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
+
+
+def transposed(x: torch.Tensor) -> torch.Tensor:
+    """`x.t().contiguous()` of a 2-D tensor; free when `x` is a transposed view of a contiguous tensor."""
+    xt = x.t()
+    if xt.is_contiguous():
+        return xt
+    if _fast(x) and x.stride(1) == 1:
+        rows, cols = x.shape
+        out = torch.empty(cols, rows, dtype=x.dtype)
+        _lib.sk_transpose(rows, cols, x.stride(0), _p(x), _p(out))
+        return out
+    return xt.contiguous()
 
 
 def forward(s: Structure, values: torch.Tensor, xt: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -143,7 +160,7 @@ def forward(s: Structure, values: torch.Tensor, xt: torch.Tensor, bias: torch.Te
     if _fast(values, xt):
         yt = torch.empty(out, n, dtype=xt.dtype)
         b = None if bias is None else bias.detach().contiguous()
-        library().sk_forward(out, n, _p(s.rowptr), _p(s.col), _p(values), _p(xt), _p(b), _p(yt))
+        _lib.sk_forward(out, n, _p(s.rowptr), _p(s.col), _p(values), _p(xt), _p(b), _p(yt))
         return yt
     w = s.csr(values)
     return torch.sparse.mm(w, xt) if bias is None else torch.addmm(bias.detach().reshape(-1, 1), w, xt)
@@ -154,7 +171,7 @@ def input_grad(s: Structure, values: torch.Tensor, gt: torch.Tensor) -> torch.Te
     inp, n = s.shape[1], gt.shape[1]
     if _fast(values, gt):
         dxt = torch.empty(inp, n, dtype=gt.dtype)
-        library().sk_input_grad(inp, n, _p(s.tptr), _p(s.trow), _p(s.tperm), _p(values), _p(gt), _p(dxt))
+        _lib.sk_input_grad(inp, n, _p(s.tptr), _p(s.trow), _p(s.tperm), _p(values), _p(gt), _p(dxt))
         return dxt
     return torch.zeros(inp, n, dtype=gt.dtype, device=gt.device).index_add_(
         0, s.col.long(), gt.index_select(0, s._rows64) * values.unsqueeze(1))
@@ -164,7 +181,7 @@ def weight_grad(s: Structure, gt: torch.Tensor, xt: torch.Tensor) -> torch.Tenso
     """The gradient of the active values: dv[k] = GT[row k] . XT[col k] (SDDMM), in CSR order."""
     if _fast(gt, xt):
         dv = torch.empty(s.nnz, dtype=gt.dtype)
-        library().sk_weight_grad(s.shape[0], gt.shape[1], _p(s.rowptr), _p(s.col), _p(gt), _p(xt), _p(dv))
+        _lib.sk_weight_grad(s.shape[0], gt.shape[1], _p(s.rowptr), _p(s.col), _p(gt), _p(xt), _p(dv))
         return dv
     return (gt.index_select(0, s._rows64) * xt.index_select(0, s.col.long())).sum(1)
 
@@ -172,7 +189,7 @@ def weight_grad(s: Structure, gt: torch.Tensor, xt: torch.Tensor) -> torch.Tenso
 def scatter(s: Structure, values: torch.Tensor, weight: torch.Tensor) -> None:
     """weight.flatten()[positions] = values (the dense weight mirrors the active values)."""
     if _fast(values, weight) and weight.is_contiguous():
-        library().sk_scatter(s.nnz, _p(s.positions), _p(values), _p(weight))
+        _lib.sk_scatter(s.nnz, _p(s.positions), _p(values), _p(weight))
     else:
         weight.view(-1).index_copy_(0, s.positions, values) if weight.is_contiguous() else \
             weight.copy_(weight.reshape(-1).index_copy(0, s.positions, values).view(weight.shape))

@@ -106,7 +106,7 @@ def test_gmp_moves_layers_onto_kernels_when_pruning_crosses_max_density():
                        sparsity=0.9)
     assert s.execution.kernel_layers() == []  # dense phase: dense kernels
     net, s, opt, _, _ = train("sparse", "gmp")
-    assert s.execution.kernel_layers() == [0, 1, 2] and SparseKernels.max_density == 0.3
+    assert s.execution.kernel_layers() == [0, 1, 2] and SparseKernels.max_density == 0.4
 
 
 def test_a_checkpoint_resumes_the_same_training(tmp_path):

@@ -136,3 +136,13 @@ void sk_weight_grad(int64_t out, int64_t n, const int64_t *rowptr, const int32_t
 void sk_scatter(int64_t nnz, const int64_t *pos, const float *v, float *flat) {
     for (int64_t k = 0; k < nnz; ++k) flat[pos[k]] = v[k];
 }
+
+/* out (cols x rows) = in (rows x cols, row stride ld) transposed, in 32 x 32 tiles */
+void sk_transpose(int64_t rows, int64_t cols, int64_t ld, const float *in, float *out) {
+    for (int64_t i0 = 0; i0 < rows; i0 += 32)
+        for (int64_t j0 = 0; j0 < cols; j0 += 32) {
+            const int64_t i1 = i0 + 32 < rows ? i0 + 32 : rows, j1 = j0 + 32 < cols ? j0 + 32 : cols;
+            for (int64_t j = j0; j < j1; ++j)
+                for (int64_t i = i0; i < i1; ++i) out[j * rows + i] = in[i * ld + j];
+        }
+}
