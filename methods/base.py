@@ -292,12 +292,11 @@ class Sparsifier:
         info = StepInfo(t, tuple(self.counts), self.uses_dense_gradient(t))
         if scaler is not None:
             scaler.unscale_(self.optimizer)
-        grads = [w.grad for w in self.weights]
+        grads = self.execution.gradients()
         self.observe_gradients(grads, t)
         dense = None
         if update and self.update_gradients:  # kept before masking: the update's dense gradients
-            dense = [None if c == n else torch.zeros_like(w) if g is None else g.detach().clone()
-                     for g, w, c, n in zip(grads, self.weights, self.counts, self.sizes)]
+            dense = self.execution.update_gradients(grads)
         self.execution.before_optimizer_step(grads)
         info.stepped = not (update and self.skips_step)
         if info.stepped:

@@ -5,7 +5,8 @@ An `Execution` is attached to one sparsifier and makes training honour its masks
 optimizer step it restricts the gradients to the active weights, after it keeps the inactive ones
 at zero, and when masks change it installs them (zeroing what became inactive, and the value and
 history of connections that restart). Methods never touch it; a run picks one by the setting
-`execution`. `MaskedDense` is the first: dense tensors with zeros and dense kernels.
+`execution`. `MaskedDense` is the first: dense tensors with zeros and dense kernels; `SparseKernels`
+(`methods.sparse_execution`) trains sparse Linear layers on sparse kernels with compact values.
 """
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ class Execution:
     def apply_masks(self) -> None:
         """Make every masked-out weight, gradient and optimizer state zero, from the current masks."""
         raise NotImplementedError
+
+    def gradients(self) -> list[torch.Tensor | None]:
+        """Each sparse layer's gradient with respect to every weight (masked ones included) from this step's
+        backward, where it was computed (None for a layer without one)."""
+        return [w.grad for w in self.sparsifier.weights]
+
+    def update_gradients(self, grads: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """The dense gradients `gradients()` gave, kept for the step's mask update (None for a fully dense
+        layer, zeros for a layer that had none): copies where `before_optimizer_step` masks them in place."""
+        s = self.sparsifier
+        return [None if c == n else torch.zeros_like(w) if g is None else g.detach().clone()
+                for g, w, c, n in zip(grads, s.weights, s.counts, s.sizes)]
 
     def before_optimizer_step(self, grads: list[torch.Tensor | None]) -> None:
         """Restrict the gradients (None for a layer without one) to the active weights."""
@@ -186,7 +199,9 @@ class MaskedDense(Execution):
         self._mask_layers(list(range(len(self._multipliers))))
 
 
-EXECUTIONS: dict[str, type[Execution]] = {cls.name: cls for cls in (MaskedDense,)}
+from .sparse_execution import SparseKernels  # noqa: E402 (it builds on MaskedDense)
+
+EXECUTIONS: dict[str, type[Execution]] = {cls.name: cls for cls in (MaskedDense, SparseKernels)}
 
 
 @dataclass
@@ -194,7 +209,8 @@ class ExecutionSettings(Settings):
     """Which execution trains the sparse layers."""
 
     execution: str = setting("masked", "how sparse layers compute with their active weights: masked (zeros in "
-                                       "dense tensors, dense kernels)")
+                                       "dense tensors, dense kernels) or sparse (sparse Linear layers on sparse "
+                                       "kernels, with compact values and optimizer state)")
 
     def checks(self) -> list[Check]:
         return [(self.execution in EXECUTIONS, f"execution must be one of {', '.join(EXECUTIONS)}", "execution")]

@@ -8,5 +8,8 @@ if [[ "${1:-}" == "--dev" ]]; then extras="[dev]"; fi
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 echo "setup: installing sparsebench${extras} into .venv (torch is large; the first time takes minutes)"
 .venv/bin/python -m pip install -q -e ".${extras}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# the sparse-kernel execution's C kernels (methods/csrc), compiled once for this CPU into ~/.cache/sparsebench
+.venv/bin/python -c "from methods import sparse_kernels; sparse_kernels.build(verbose=True)" \
+  || echo "setup: the sparse kernels did not build (no C compiler?); execution=sparse will use torch's sparse ops"
 bash scripts/fetch_data.sh
 echo "setup: done"

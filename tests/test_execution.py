@@ -48,5 +48,5 @@ def test_an_execution_is_chosen_by_the_setting_and_sees_every_step_and_update(ma
 
 
 def test_an_unknown_execution_is_refused():
-    with pytest.raises(ValueError, match="execution must be one of masked; got execution='kernels'"):
+    with pytest.raises(ValueError, match="execution must be one of masked, sparse; got execution='kernels'"):
         methods.make_config(execution="kernels")

@@ -228,3 +228,21 @@ def test_any_optimizer_keeps_masked_weights_at_zero(make_run):
     for t in range(60):
         train_step(net, s, opt, t)
         assert all(torch.all(w[~m] == 0) for w, m in zip(s.weights, s.masks))
+
+
+def test_perf_times_sparse_kernel_training_beside_the_dense_step(capsys):
+    args = parse("perf", ["--models", "lenet-300-100", "--methods", "rigl,static", "--rounds", "1",
+                          "--sparsities", "0.9,0.98", "--threads", "1", "--timer", "cpu", "--json",
+                          "--skip", "training,inference"])
+    assert perf.run(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["settings"]["timer"] == "cpu"
+    rows = report["models"]["lenet-300-100"]["sparse_training"]
+    assert [(r["method"], r["sparsity"]) for r in rows] == [("rigl", 0.9), ("rigl", 0.98), ("static", 0.9),
+                                                            ("static", 0.98)]
+    for row in rows:
+        assert row["batch"] == 100 and row["speedup"] > 0 and row["speedup_amortized"] > 0
+        assert row["max_rel_loss_diff"] <= 1e-5  # the same training as masked-dense, up to summation order
+        assert row["flops_multiplier"] == pytest.approx(1 - row["sparsity"], abs=0.01)
+        assert row["kernel_layers"][:2] == ["fc1", "fc2"]
+    assert rows[0]["delta_t"] and "update_step_ms" in rows[0] and rows[2]["delta_t"] is None

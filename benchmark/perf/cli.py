@@ -16,7 +16,8 @@ import methods
 from ..presets import preset_config
 from .inference import measure_inference
 from .report import format_report
-from .setups import model_setup
+from .setups import TIMERS, model_setup, set_timer
+from .sparse_training import measure_sparse_training, wants_sparse_training
 from .training import measure_training
 
 DEFAULT_MODELS = "lenet-300-100,lenet-5,wrn-22-2"
@@ -46,7 +47,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--train-sparsity", type=float, default=0.9, help="sparsity of the timed training (default 0.9)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch CPU threads (default: the machine's cores)")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: training, inference")
+    parser.add_argument("--timer", default="wall", choices=sorted(TIMERS),
+                        help="what steps are timed with: wall (time.perf_counter, default) or cpu (time.process_time: "
+                             "the process's CPU time, steadier when other processes load the cores; with several "
+                             "threads it adds up their time)")
+    parser.add_argument("--skip", default="",
+                        help="comma list of parts to skip: training, sparse-training, inference")
     return parser
 
 
@@ -93,22 +99,23 @@ def run(args: argparse.Namespace) -> int:
     for s in [*sparsities, args.train_sparsity]:
         methods.distributions.check_sparsity(s)
     skip = set(_parse_list(args.skip, "skip")) if args.skip else set()
-    if skip - {"training", "inference"}:
-        raise ValueError(f"--skip takes training and/or inference, got {args.skip!r}")
+    if skip - {"training", "sparse-training", "inference"}:
+        raise ValueError(f"--skip takes training, sparse-training and/or inference, got {args.skip!r}")
     if args.rounds < 0 or not (math.isfinite(args.budget) and args.budget > 0) or args.threads < 1:
         raise ValueError("--rounds must be >= 0, --budget a number of seconds > 0 and --threads >= 1")
     device = resolve_device(args.device)
     previous_threads = torch.get_num_threads()
+    set_timer(args.timer)
     torch.set_num_threads(args.threads)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     rounds = args.rounds or None
-    parts = [p for p in ("training", "inference") if p not in skip]
+    parts = [p for p in ("training", "sparse-training", "inference") if p not in skip]
     share = args.budget / max(1, len(model_names) * len(parts))
     report = {"machine": {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                           "threads": args.threads, "torch": torch.__version__,
                           "cpu": _cpu_name(), "cores": os.cpu_count()},
               "settings": {"methods": method_names, "sparsities": sparsities, "train_sparsity": args.train_sparsity,
-                           "rounds": args.rounds, "budget_s": args.budget},
+                           "rounds": args.rounds, "budget_s": args.budget, "timer": args.timer},
               "models": {}}
     report["machine"]["load_before"] = _load()
     started = time.perf_counter()
@@ -121,11 +128,15 @@ def run(args: argparse.Namespace) -> int:
             if "training" in parts:
                 entry["training"] = measure_training(name, setup, method_names, args.train_sparsity, device, rounds,
                                                      share, log)
+            if "sparse-training" in parts and wants_sparse_training(name, setup):
+                entry["sparse_training"] = measure_sparse_training(name, setup, method_names, sparsities, device,
+                                                                   rounds, share, log)
             if "inference" in parts:
                 entry["inference"] = measure_inference(name, setup, sparsities, device, rounds, share, log)
             report["models"][name] = entry
     finally:
         torch.set_num_threads(previous_threads)
+        set_timer("wall")
     report["wall_time_s"] = time.perf_counter() - started
     report["machine"]["load_after"] = _load()
     if args.json:

@@ -46,6 +46,18 @@ def format_report(report: dict[str, Any]) -> str:
                 peaks = mem["cuda_peak_bytes"]
                 lines.append("  CUDA peak (max_memory_allocated, 3 isolated steps): " + ", ".join(
                     f"{k} {_mib(b)} ({b / peaks['dense']:.2f}x)" for k, b in peaks.items()))
+        st = r.get("sparse_training")
+        if st:
+            lines.append(f"{name}: sparse-kernel training (execution=sparse), batch {r['batch_size']}, "
+                         f"{r['distribution']}, against the plain dense step {st[0]['dense_step_ms']:.2f} ms")
+            lines.append(f"  {'method':<10}{'sparsity':>9}{'FLOPs x':>9}{'step ms':>9}{'speedup':>9}{'update ms':>11}"
+                         f"{'amortized':>11}{'max rel loss diff':>19}  layers on kernels")
+            for row in st:
+                update = f"{row['update_step_ms']:.2f}" if "update_step_ms" in row else "-"
+                lines.append(f"  {row['method']:<10}{row['sparsity']:>9g}{row['flops_multiplier']:>9.3f}"
+                             f"{row['step_ms']:>9.3f}{row['speedup']:>8.2f}x{update:>11}"
+                             f"{row['speedup_amortized']:>10.2f}x{row['max_rel_loss_diff']:>19.1e}  "
+                             f"{','.join(row['kernel_layers']) or '-'}")
         inf = r.get("inference")
         if inf:
             first = inf[0]
@@ -67,6 +79,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("sparsity code: time in sparsifier.step() minus the optimizer.step() inside it, as a share of a "
                  "dense step (an update step's in dense steps; timed at the first update, whose drop fraction, "
                  "alpha, is the run's largest).")
-    lines.append("speedup: median over rounds of dense / sparse latency; max|diff|: largest difference to the masked "
-                 "dense model's outputs.")
+    lines.append("speedup: median over rounds of dense / sparse latency (training: dense step / sparse-kernel step; "
+                 "amortized: with one update step every delta_t); max|diff|: largest difference to the masked "
+                 "dense model's outputs; max rel loss diff: sparse-kernel vs masked-dense training, a few steps "
+                 "around an update.")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from ..flops import FlopCounter, forward_flops
 from ..models import build_model
 from ..presets import preset_config
 from ..train import make_optimizer
-from .setups import ModelSetup, median, nbytes
+from .setups import ModelSetup, clock, median, nbytes
 
 TOTAL_STEPS = 10_000  # the schedule the sparsifiers are built for (updates every delta_t until t_end)
 
@@ -31,10 +31,10 @@ class _TimedStep:
 
     def __call__(self, *args, **kwargs):
         self.sync()
-        start = time.perf_counter()
+        start = clock()
         result = self.inner(*args, **kwargs)
         self.sync()
-        self.elapsed += time.perf_counter() - start
+        self.elapsed += clock() - start
         return result
 
 
@@ -102,18 +102,18 @@ def _train_step(v: Variant, batch, criterion, sync) -> tuple[float, float, float
     if v.sparsifier is not None:
         v.sparsifier.seek(v.t)
     sync()
-    start = time.perf_counter()
+    start = clock()
     v.optimizer.zero_grad(set_to_none=True)
     criterion(v.model(x), y).backward()
     sync()
-    middle = time.perf_counter()
+    middle = clock()
     v.timer.elapsed = 0.0
     if v.sparsifier is None:
         v.optimizer.step()
     else:
         v.sparsifier.step()
     sync()
-    end = time.perf_counter()
+    end = clock()
     return end - start, end - middle, v.timer.elapsed
 
 
