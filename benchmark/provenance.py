@@ -2,8 +2,9 @@
 
 The commit says where to look; the fingerprint decides whether a finished run is still what the
 current code would compute. It hashes the source of `benchmark/train.py` and of every project
-module it imports, transitively (methods/, data, models, FLOP counting...), plus the torch
-version, so a change to the command line, the presets, summaries or plots leaves it as it is.
+module it imports, transitively (methods/, data, models, FLOP counting...), the C kernels compiled
+for them, and the torch version, so a change to the command line, the presets, summaries or plots
+leaves it as it is.
 """
 from __future__ import annotations
 
@@ -72,14 +73,16 @@ def _imports(path: Path) -> set[Path]:
 
 
 def training_sources() -> list[Path]:
-    """`benchmark/train.py` and every project file it imports, transitively, sorted."""
+    """`benchmark/train.py`, every project file it imports, transitively, and the C sources compiled for
+    those packages (`csrc/*.c`: the sparse-kernel execution's kernels), sorted."""
     seen, todo = set(), [TRAINING_ENTRY]
     while todo:
         path = todo.pop()
         if path not in seen:
             seen.add(path)
             todo.extend(_imports(path) - seen)
-    return sorted(seen)
+    compiled = {c for folder in {p.parent for p in seen} for c in (folder / "csrc").glob("*.c")}
+    return sorted(seen | compiled)
 
 
 @functools.lru_cache(maxsize=1)
