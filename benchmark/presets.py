@@ -88,8 +88,9 @@ PRESET_NOTES = {
                       "RigL's updates in place of a step",
     "mnist-lenet300-snfs": "the SNFS paper's LeNet-300-100 protocol (sparse_learning's defaults): 100 epochs, "
                            "lr 0.1 x0.1 every 25k steps, wd 5e-4, 10% held out, uniform density, updates every epoch",
-    "mnist-lenet300-short": "the appendix B protocol shortened 10x for CPUs: 20 epochs, lr milestones and GMP's "
-                            "interval scaled by 1/10, t_end and GMP's start/stop kept as fractions; first layer sparse",
+    "mnist-lenet300-short": "appendix B's schedule shortened 10x for CPUs: 20 epochs, lr milestones and GMP's "
+                            "interval scaled by 1/10, t_end and GMP's start/stop kept as fractions; first layer "
+                            "sparse; the suite's earlier settings (standardised inputs, PyTorch init, decay on all)",
     "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
     "imagenet-resnet50": "paper protocol (32k steps at batch 4096); needs an ImageFolder root",
 }
