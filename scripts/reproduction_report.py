@@ -28,10 +28,16 @@ RESULTS = ROOT / "results"
 TEMPLATE = Path(__file__).with_name("reproduction_template.md")
 SWEEPS = {  # folder: what it holds, for the timing table
     "mnist-lenet300": "1. MNIST LeNet-300-100, the paper's full protocol, at its layer sparsities",
+    "mnist-lenet300-snfs": "1b. MNIST LeNet-300-100, the SNFS paper's protocol",
     "mnist-lenet300-short": "1. MNIST LeNet-300-100, shortened protocol",
     "fashion-mnist-lenet300": "2. Fashion-MNIST LeNet-300-100 (and 2b, 4)",
     "fashion-mnist-lenet5": "3. Fashion-MNIST LeNet-5",
 }
+
+
+def started(sweep: str) -> bool:
+    """Whether the sweep has finished runs yet (a queued sweep has no runs.csv)."""
+    return (RESULTS / sweep / "runs.csv").exists()
 
 
 @functools.cache
@@ -56,6 +62,8 @@ def timing() -> str:
     lines = ["| sweep | runs | wall clock (targets of `scripts/reproduce.sh`) | summed training time of its runs |",
              "|---|---:|---|---:|"]
     for sweep, label in SWEEPS.items():
+        if not started(sweep):
+            continue
         df = runs(sweep)
         times = RESULTS / sweep / "sweep-times.csv"
         walls = "; ".join(f"`{r.target}` {r.wall_s / 60:.0f} min on {r.workers} workers ({r.started_utc[:10]})"
@@ -66,7 +74,7 @@ def timing() -> str:
 
 def software() -> str:
     parts = []
-    for sweep in SWEEPS:
+    for sweep in filter(started, SWEEPS):
         df = runs(sweep)
         commits = ", ".join(f"`{c}`" for c in sorted(df.commit.astype(str).unique()))
         parts.append(f"  - `results/{sweep}`: torch {', '.join(sorted(df.torch.unique()))}; "
@@ -76,7 +84,7 @@ def software() -> str:
 
 def diverged_runs() -> str:
     lines = []
-    for sweep in SWEEPS:
+    for sweep in filter(started, SWEEPS):
         df = runs(sweep)
         for r in df[diverged(df)].itertuples():
             log = pd.read_csv(RESULTS / sweep / "runs" / r.run_id / "log.csv")
@@ -111,8 +119,8 @@ def paper_vs_ours() -> str:
             acc, fl = ours(full, method="rigl")
             here = "`mnist-lenet300`, rigl, layer sparsities 0.98 / 0.882 / dense (overall 0.9653)"
             density = full[full.method == "rigl"].global_density.mean()
-            setup = (f"same protocol; the paper calls this {r.sparsity:.0%} sparse, but these layer sparsities "
-                     f"keep {density:.2%} of the weights ({1 - density:.2%} sparse)")
+            setup = (f"the reference code's protocol; the paper calls this {r.sparsity:.0%} sparse, but these "
+                     f"layer sparsities keep {density:.2%} of the weights ({1 - density:.2%} sparse)")
         elif r.method == "rigl+":
             continue  # RigL+ (RigL with a different drop criterion) is not a method of this suite
         elif r.model == "lenet-300-100":
@@ -127,12 +135,49 @@ def paper_vs_ours() -> str:
     return "\n".join(lines)
 
 
+SNFS_PAPER = ROOT / "analysis" / "data" / "snfs-paper-results.csv"
+
+
+def snfs_table() -> str:
+    """Our runs of the SNFS paper's protocol beside the numbers its repository holds for them."""
+    if not started("mnist-lenet300-snfs"):
+        return "No runs yet: `bash scripts/reproduce.sh mnist-snfs` runs after sweep 1 (it resumes across sessions)."
+    ours, paper = runs("mnist-lenet300-snfs"), pd.read_csv(SNFS_PAPER)
+    ours = ours[~diverged(ours)]
+    levels = sorted(ours.sparsity.unique())
+    lines = ["| method | " + " | ".join(f"{1 - s:.0%} weights: here | SNFS repo" for s in levels) + " |",
+             "|---|" + "---:|---:|" * len(levels)]
+    for method in ("snfs", "set", "dsr", "deepr"):
+        cells = []
+        for level in levels:
+            acc = ours[(ours.method == method) & (ours.sparsity.round(6) == round(level, 6))].test_accuracy
+            here = f"{acc.mean():.2f} ± {acc.std():.2f} ({len(acc)})" if len(acc) > 1 else "–"
+            row = paper[(paper.method == method) & (paper.sparsity.round(6) == round(level, 6))]
+            theirs = "–" if row.empty else f"{row.top1_accuracy.iloc[0]:.2f}" + (
+                "" if pd.isna(row.top1_se.iloc[0]) else f" ± {row.top1_se.iloc[0]:.2f}")
+            cells += [here, theirs]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    dense = paper[paper.method == "dense"].iloc[0]
+    return "\n".join(lines) + (f"\n\nTest accuracy (%): here mean ± std (seeds), the repository's mean ± "
+                               f"standard error. Its dense LeNet-300-100: {dense.top1_accuracy:.2f} ± "
+                               f"{dense.top1_se:.2f}.")
+
+
+def progress(sweep: str, planned: int) -> str:
+    """The status cell of a sweep that may still be running (it resumes across sessions)."""
+    done = len(runs(sweep)) if started(sweep) else 0
+    if not done:
+        return f"**queued**: {planned} runs"
+    return f"**done**: {done} runs" if done >= planned else f"**running**: {done} of {planned} runs so far"
+
+
 def render() -> str:
-    counts = {sweep: len(runs(sweep)) for sweep in SWEEPS}
+    counts = {sweep: len(runs(sweep)) for sweep in filter(started, SWEEPS)}
     fm = runs("fashion-mnist-lenet300")
     new = fm.method.isin(["dsr", "deepr", "lottery-static", "lottery-rigl"]).sum()
     values = dict(
-        n_full=counts["mnist-lenet300"], n_short=counts["mnist-lenet300-short"],
+        status_full=progress("mnist-lenet300", 30), status_snfs=progress("mnist-lenet300-snfs", 36), table_snfs=snfs_table(),
+        n_short=counts["mnist-lenet300-short"],
         n_fmnist=len(fm) - new, n_new=new, n_lenet5=counts["fashion-mnist-lenet5"],
         n_total=sum(counts.values()), timing=timing(), software=software(),
         table_fmnist=table("fashion-mnist-lenet300"), claims_fmnist=claims("fashion-mnist-lenet300"),
