@@ -54,9 +54,21 @@ class MaskChange:
     reset: torch.Tensor | None = None  # flat int64 positions active after the change that restart from 0
 
 
+def is_depthwise(module: nn.Module) -> bool:
+    """A depthwise convolution (one filter per input channel): kept dense by default, as the RigL paper does
+    for MobileNets (its 9 weights per channel are a tiny share of the parameters and of the FLOPs)."""
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and module.groups == module.in_channels
+
+
+def default_layer(_name: str, module: nn.Module) -> bool:
+    """The default sparse layers: every conv/linear weight except depthwise convolutions."""
+    return isinstance(module, SPARSE_MODULES) and not is_depthwise(module)
+
+
 def sparse_layers(model: nn.Module, include: LayerFilter | None = None) -> list[tuple[str, nn.Parameter]]:
-    """(module name, weight) of every layer to sparsify: conv/linear weights, or those `include` accepts."""
-    accept = include or (lambda _name, module: isinstance(module, SPARSE_MODULES))
+    """(module name, weight) of every layer to sparsify: conv/linear weights except depthwise ones
+    (`default_layer`), or those `include` accepts."""
+    accept = include or default_layer
     return [
         (name, module.weight)
         for name, module in model.named_modules()
