@@ -114,8 +114,8 @@ DEFAULT_PRESET = "fashion-mnist-lenet300"
 
 def preset_config(name: str, **overrides: Any) -> RunConfig:
     """A validated RunConfig from preset `name` with `overrides` on top. Given `layer_sparsity`, the
-    distribution is custom and `sparsity` becomes the overall sparsity those layer sparsities give; a
-    preset's own layer sparsities go when another distribution is given."""
+    distribution is custom and `sparsity` becomes the overall sparsity those layer sparsities give (so does an
+    N:M `structure`'s); a preset's own layer sparsities go when another distribution is given."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
@@ -130,6 +130,6 @@ def preset_config(name: str, **overrides: Any) -> RunConfig:
         settings["layer_sparsity"] = ()
     config = RunConfig(**settings)
     config.validate()
-    if config.distribution == custom and config.method_class.uses_sparsity:
-        config.sparsity = config.custom_sparsity()
+    if (config.distribution == custom or config.structure) and config.method_class.uses_sparsity:
+        config.sparsity = config.implied_sparsity()
     return config
