@@ -134,7 +134,7 @@ class RunConfig(SparsityConfig):
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1", "checkpoint_every"),
             (not self.nm() or not self.method_class.uses_sparsity or self.method_class.structured,
              f"{self.method} cannot keep N:M structure; structure works with "
-             f"{', '.join(methods.base.structured_methods())}", "structure"),
+             + ", ".join(methods.base.structured_methods()), "structure"),
             (not (self.init_from and self.pretrain_config()),
              f"{self.method} starts from its dense run's rewound weights; it cannot take init_from", "init_from"),
         ]

@@ -122,8 +122,9 @@ class LayerSettings(Settings):
             ((self.distribution == CUSTOM) == bool(self.layer_sparsity),
              "distribution custom goes with layer_sparsity (one sparsity per layer) and only with it", "distribution"),
             (self.seed >= 0, "seed must be >= 0", "seed"),
-            (self.nm() is None or self.distribution == "uniform", "structure N:M gives every sparse layer density "
-             "N/M; use it with distribution uniform (dense_first/dense_last choose the dense layers)", "distribution"),
+            (self.nm() is None or self.distribution == "uniform",
+             ("structure N:M gives every sparse layer density N/M; use it with distribution uniform "
+              "(dense_first/dense_last choose the dense layers)"), "distribution"),
         ]
 
 

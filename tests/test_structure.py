@@ -97,3 +97,20 @@ def test_keeps_structure():
     assert keeps_structure(torch.tensor([[1, 1, 0, 0, 0, 1, 0, 1]], dtype=torch.bool), 2, 4)
     assert not keeps_structure(torch.tensor([[1, 1, 1, 0, 0, 0, 0, 1]], dtype=torch.bool), 2, 4)
     assert keeps_structure(torch.ones(3, 5, dtype=torch.bool), 2, 4)
+
+
+def test_a_2_4_run_trains_through_the_harness_and_exports(tmp_path):
+    """digits-lenet300 with rigl at 2:4 (3 steps, updates after steps 1 and 2): checkpoint masks keep 2 of every 4,
+    the export records the structure (CUDA then uses semi-structured kernels; on CPU it stays CSR) and its outputs
+    equal the masked model's."""
+    from benchmark.export import export_sparse, load_run, load_sparse
+    from benchmark.train import train
+
+    cfg = preset_config("digits-lenet300", method="rigl", structure="2:4", steps=3, delta_t=1, log_every=1)
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["global_density"] == 0.5
+    model, masks, meta = load_run(tmp_path / "run")
+    assert meta["structure"] == "2:4" and all((groups(m, 4) == 2).all() for m in masks.values())
+    export_sparse(tmp_path / "run", tmp_path / "m.pt")
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(load_sparse(tmp_path / "m.pt")(x), model(x), atol=1e-5)
