@@ -1,4 +1,5 @@
 """MobileNets through the harness: tiny widths on digits, the ImageNet presets' grid and missing-data error."""
+import json
 import math
 
 import pytest
@@ -50,3 +51,15 @@ def test_imagenet_mobilenet_presets_dry_run_and_missing_data(tmp_path, capsys, p
     assert not (tmp_path / "out").exists()
     cfg = preset_config(preset)
     assert (cfg.warmup_epochs, cfg.lr_milestones, cfg.dense_first, cfg.batch_size) == (8, (40, 75, 95), True, 4096)
+
+
+def test_list_and_flops_command_show_the_mobilenets(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("imagenet-mobilenet-v1", "imagenet-mobilenet-v2", "mobilenet-v1-A"))
+    assert main(["flops", "--preset", "imagenet-mobilenet-v1", "--method", "static", "--sparsity", "0.75",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # the reference counting notebook: 330.769 of 1141.544 MFLOPs (uniform 75%, stem and depthwise dense)
+    assert result["inference_multiplier"] == pytest.approx(330.769 / 1141.544, abs=0.005)
+    assert result["dense_forward"] == 2 * 568_740_352

@@ -114,3 +114,10 @@ def test_a_2_4_run_trains_through_the_harness_and_exports(tmp_path):
     export_sparse(tmp_path / "run", tmp_path / "m.pt")
     x = torch.randn(5, 1, 8, 8)
     assert torch.allclose(load_sparse(tmp_path / "m.pt")(x), model(x), atol=1e-5)
+
+
+def test_dry_run_names_one_structured_run_per_method(tmp_path, capsys):
+    assert main(["run", "--preset", "digits-lenet300", "--methods", "static,rigl", "--sparsity", "0.8,0.9",
+                 "--structure", "2:4", "--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("static-s0.5-seed0-") == 1 and out.count("rigl-s0.5-seed0-") == 1 and "s0.8" not in out
