@@ -86,7 +86,6 @@ class SET(Sparsifier):
         score.index_fill_(0, active, -torch.inf).index_copy_(0, dropped, saved)
         return topk_indices(score, k, g)
 
-
     def _grow_in_groups(self, i: int, active: torch.Tensor, dropped: torch.Tensor, k: int, g: torch.Generator,
                         score: torch.Tensor | None) -> torch.Tensor:
         """The `k` flat positions of layer `i` to grow under N:M structure: in each group of M, as many as the drop
