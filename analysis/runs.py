@@ -296,7 +296,7 @@ def paper_rows(paper: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
 def _run_sparsity(dataset: str, model: str, layer_sparsity: tuple[float, ...]) -> float:
     """Overall sparsity of `model` at these layer sparsities, as a run of this suite records it."""
     config = RunConfig(dataset=dataset, model=model, distribution="custom", layer_sparsity=layer_sparsity)
-    return config.custom_sparsity()
+    return config.implied_sparsity()
 
 
 # ---- loss-landscape outputs ----

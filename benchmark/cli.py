@@ -22,7 +22,7 @@ from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS, preset_config
 from .data import DATASETS
 from .files import check_numbers, check_out_dir, replace_atomic, write_text_atomic
 from .flops import extra_flops
-from .models import MODELS, build_model
+from .models import MODEL_FAMILIES, MODELS, build_model
 from .parser import Parser
 
 GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds/--seed, --preset
@@ -203,7 +203,9 @@ def cmd_list(_: argparse.Namespace) -> int:
     for name, settings in PRESETS.items():
         print(f"  {name:24s} {PRESET_NOTES[name]}")
         print("      " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    print("\nmodels:   " + ", ".join(MODELS) + ", wrn-D-K (any depth 6n+4, widen factor K)")
+    print("\nmodels:   " + ", ".join(MODELS))
+    for family, meaning in MODEL_FAMILIES.items():
+        print(f"  {family}: {meaning}")
     print("datasets: " + ", ".join(f"{k} ({v.num_classes} classes, {'x'.join(map(str, v.input_shape))})"
                                    for k, v in DATASETS.items()))
     print("methods:  " + ", ".join(methods.METHODS))

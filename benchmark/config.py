@@ -132,6 +132,9 @@ class RunConfig(SparsityConfig):
             (self.log_every >= 1, "log_every must be >= 1", "log_every"),
             (self.eval_every >= 0, "eval_every must be >= 0 (0: once per epoch)", "eval_every"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1", "checkpoint_every"),
+            (not self.nm() or not self.method_class.uses_sparsity or self.method_class.structured,
+             f"{self.method} cannot keep N:M structure; structure works with "
+             + ", ".join(methods.base.structured_methods()), "structure"),
             (not (self.init_from and self.pretrain_config()),
              f"{self.method} starts from its dense run's rewound weights; it cannot take init_from", "init_from"),
         ]
@@ -144,9 +147,9 @@ class RunConfig(SparsityConfig):
         """The class of this run's method: what the harness asks about it (its traits)."""
         return methods.method_class(self.method)
 
-    def custom_sparsity(self) -> float:
-        """Overall sparsity of the model's sparse layers under `layer_sparsity`, to 4 decimals
-        (0.9653 for the paper's MNIST LeNet-300-100 at 0.98, 0.882, dense)."""
+    def implied_sparsity(self) -> float:
+        """Overall sparsity of the model's sparse layers under `layer_sparsity` or `structure`, to 4 decimals
+        (0.9653 for the paper's MNIST LeNet-300-100 at 0.98, 0.882, dense; 0.5 for 2:4 with no dense layer)."""
         info = DATASETS[self.dataset]
         with torch.device("meta"):
             model = build_model(self.model, info.num_classes, info.input_shape)

@@ -18,7 +18,7 @@ that pays only at high sparsity and large batches (see `python -m benchmark perf
 `load_sparse` keeps convolutions dense unless asked (`convs="sparse"`). On CUDA a layer whose
 mask is 2:4 semi-structured (at most 2 active weights in every 4 consecutive inputs) and whose
 weights are fp16/bf16 uses `torch.sparse.to_sparse_semi_structured` instead (`semi_structured=True`);
-the masks sparse training produces are unstructured, so this applies only to 2:4 masks given by the user.
+runs trained with `--structure 2:4` get it by default (`load_sparse(..., device="cuda", dtype=torch.float16)`).
 """
 from __future__ import annotations
 
@@ -193,7 +193,8 @@ def load_run(source: str | os.PathLike, device: str | torch.device = "cpu") -> t
     record, cfg = read_run_config(checkpoint.parent)
     info = DATASETS[cfg.dataset]
     meta = {"model": cfg.model, "num_classes": info.num_classes, "input_shape": list(info.input_shape),
-            "width": float(record["width"]), "run_id": record["run_id"], "method": cfg.method}
+            "width": float(record["width"]), "run_id": record["run_id"], "method": cfg.method,
+            "structure": cfg.structure}
     state = load_run_state(checkpoint, torch.device(device))
     model = build_model(meta["model"], meta["num_classes"], tuple(meta["input_shape"]), meta["width"]).to(device)
     load_weights(model, state["model"], checkpoint)
@@ -237,12 +238,13 @@ def export_sparse(source: str | os.PathLike, path: str | os.PathLike) -> dict[st
 
 
 def load_sparse(path: str | os.PathLike, *, convs: str = "dense", device: str | torch.device = "cpu",
-                semi_structured: bool = False) -> nn.Module:
+                semi_structured: bool | None = None, dtype: torch.dtype | None = None) -> nn.Module:
     """The model of an `export_sparse` file, in eval mode, its sparse Linear layers on CSR kernels.
 
     `convs="dense"` (default) runs sparse convolutions as ordinary (zero-filled) Conv2d, which is
     faster on CPU at the batch sizes and sparsities we measured; `"sparse"` runs them as im2col +
-    CSR matmul.
+    CSR matmul. `semi_structured` (default: whether the run trained with structure 2:4) puts CUDA fp16/bf16
+    Linear layers with a 2:4 mask on semi-structured kernels; `dtype` converts the model (e.g. torch.float16).
     """
     from .models import build_model
 
@@ -271,8 +273,10 @@ def load_sparse(path: str | os.PathLike, *, convs: str = "dense", device: str | 
     for name, csr in weights.items():
         state[f"{name}.weight"] = csr.to_dense().reshape(payload["sparse"][name]["shape"])
     model.load_state_dict(state)
-    model = model.to(device).eval()
+    model = model.to(device, dtype).eval()
     masks = {name: (state[f"{name}.weight"] != 0) for name in weights}
+    if semi_structured is None:
+        semi_structured = payload.get("structure") == "2:4"
     return sparsify(model, masks, convs=convs == "sparse", semi_structured=semi_structured, copy_model=False)
 
 

@@ -30,6 +30,7 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "threads": 1,  # sweeps before schema 2 ran --workers 2 on 2 cores: one thread per run
     "inputs": "standardized", "init": "default", "bias_decay": True, "dense_lr_milestones": [],
     "update_at_start": False, "execution": "masked",
+    "structure": "",  # N:M structured masks: runs before it were unstructured
 }
 BACKUP_SUFFIX = ".before-migrate"
 

@@ -18,6 +18,13 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 Shape = tuple[int, int, int]
 WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
+MOBILENET_PATTERN = re.compile(r"mobilenet-v([12])-(\d+(?:\.\d+)?)")
+# Model names built from a pattern, with what they mean (`benchmark list`, the unknown-model error).
+MODEL_FAMILIES = {
+    "wrn-D-K": "WideResNet of any depth D = 6n+4 and widen factor K",
+    "mobilenet-v1-A, mobilenet-v2-A": "MobileNets at width multiplier A (e.g. mobilenet-v1-1.98, the paper's "
+                                      "big-sparse width at 75%)",
+}
 
 
 def scaled(channels: int, width: float) -> int:
@@ -138,11 +145,99 @@ def resnet_50(num_classes: int, input_shape: Shape, width: float = 1.0) -> nn.Mo
     return ScaledResNet([3, 4, 6, 3], num_classes, width)
 
 
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """`value` rounded to a multiple of `divisor` (at least `divisor`, never more than 10% below `value`):
+    the channel rule of the MobileNet papers' and the RigL reference code's width multiplier."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
+            relu: bool = True) -> nn.Sequential:
+    """Conv (no bias, 'same' padding) + batch norm (+ ReLU)."""
+    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(out_channels)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+
+
+class MobileNetV1(nn.Module):
+    """MobileNet-v1 (Howard et al. 2017) as the RigL reference code builds it (`mobilenetv1_model.py`):
+    a 3x3 stem, 13 depthwise-separable blocks (3x3 depthwise, 1x1 pointwise, each with BN and ReLU), average
+    pooling and a fully connected classifier. Channels are `make_divisible(int(width * c))` (the first
+    block's exactly `int(width * 64)`); 569M multiply-adds at 224x224 and width 1."""
+
+    BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5, (1024, 2), (1024, 1))
+
+    def __init__(self, num_classes: int, input_shape: Shape, width: float = 1.0):
+        super().__init__()
+        channels = make_divisible(32 * width)
+        layers = [conv_bn(input_shape[0], channels, 3, 2)]
+        for i, (filters, stride) in enumerate(self.BLOCKS):
+            out = make_divisible(int(width * filters), 1 if i == 0 else 8)
+            layers.append(nn.Sequential(conv_bn(channels, channels, 3, stride, groups=channels),
+                                        conv_bn(channels, out, 1)))
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNet-v2 block: 1x1 expansion (none for the first block), 3x3 depthwise, linear 1x1 projection,
+    and the identity shortcut when the shape is kept."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: float):
+        super().__init__()
+        hidden = int(expansion * in_channels)
+        expand = [conv_bn(in_channels, hidden, 1)] if expansion != 1 else []
+        self.block = nn.Sequential(*expand, conv_bn(hidden, hidden, 3, stride, groups=hidden),
+                                   conv_bn(hidden, out_channels, 1, relu=False))
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNet-v2 (Sandler et al. 2018) as the RigL reference code builds it (`mobilenetv2_model.py`):
+    a 3x3 stem, 17 inverted-residual blocks (expansion 6), a 1x1 conv to `max(1280, make_divisible(1280 *
+    width))` channels, average pooling and a fully connected classifier; ReLU activations. 300M
+    multiply-adds at 224x224 and width 1."""
+
+    BLOCKS = ((16, 1), (24, 2), (24, 1), (32, 2), (32, 1), (32, 1), (64, 2), (64, 1), (64, 1), (64, 1),
+              (96, 1), (96, 1), (96, 1), (160, 2), (160, 1), (160, 1), (320, 1))
+
+    def __init__(self, num_classes: int, input_shape: Shape, width: float = 1.0, expansion: float = 6.0):
+        super().__init__()
+        channels = make_divisible(32 * width)
+        layers = [conv_bn(input_shape[0], channels, 3, 2)]
+        for i, (filters, stride) in enumerate(self.BLOCKS):
+            out = make_divisible(int(width * filters), 1 if i == 0 else 8)
+            layers.append(InvertedResidual(channels, out, stride, expansion if i > 0 else 1))
+            channels = out
+        last = max(1280, make_divisible(1280 * width))
+        layers.append(conv_bn(channels, last, 1))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(last, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+MOBILENETS = {"1": MobileNetV1, "2": MobileNetV2}
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet-300-100": lenet_300_100,
     "lenet-5": lenet_5,
     "wrn-22-2": partial(WideResNet, 22, 2),  # any wrn-D-K with (D - 4) % 6 == 0 is built too, see build_model
     "resnet-50": resnet_50,
+    "mobilenet-v1": MobileNetV1,  # mobilenet-vN-A: width multiplier A, see build_model
+    "mobilenet-v2": MobileNetV2,
 }
 
 
@@ -158,12 +253,14 @@ def glorot_init(model: nn.Module) -> nn.Module:
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
-    """Build model `name` (a key of MODELS, or `wrn-D-K`) for inputs of shape (C, H, W)."""
+    """Build model `name` (a key of MODELS, or one of MODEL_FAMILIES) for inputs of shape (C, H, W)."""
     if width <= 0:
         raise ValueError(f"width must be > 0 (1.0 is the full model; use e.g. 0.5 for half the channels), got {width}")
     if name in MODELS:
         return MODELS[name](num_classes, tuple(input_shape), width)
     if match := WRN_PATTERN.fullmatch(name):
         return WideResNet(int(match[1]), int(match[2]), num_classes, tuple(input_shape), width)
-    known = ", ".join([*MODELS, "wrn-D-K (depth D = 6n+4, widen factor K)"])
+    if (match := MOBILENET_PATTERN.fullmatch(name)) and float(match[2]) > 0:
+        return MOBILENETS[match[1]](num_classes, tuple(input_shape), float(match[2]) * width)
+    known = ", ".join([*MODELS, *(f"{k} ({v})" for k, v in MODEL_FAMILIES.items())])
     raise ValueError(f"unknown model {name!r}; known models: {known}")

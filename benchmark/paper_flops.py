@@ -1,4 +1,5 @@
-"""The paper's ImageNet/ResNet-50 FLOP multipliers, recomputed with `python -m benchmark flops`'s code path.
+"""The paper's ImageNet/ResNet-50 FLOP multipliers (and the reference code's MobileNet-v1 FLOPs), recomputed with
+`python -m benchmark flops`'s code path.
 
 Every row of `analysis/data/paper-results.csv` that has both multipliers is planned with
 `plan_run(preset_config("imagenet-resnet50", ...))`, exactly what the CLI runs, and compared.
@@ -81,3 +82,29 @@ def format_table(df: pd.DataFrame) -> str:
     lines += ["", f"Dense ResNet-50 forward: {df.attrs['dense_forward']:.4g} FLOPs per 224x224 image (conv and "
                   f"linear layers, multiply-add = 2). Match: train and test within {MATCH_TOLERANCE} of the paper."]
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+# MobileNet-v1 inference FLOPs (MFLOPs per 224x224 image) of the reference code's counting notebook
+# (google-research/rigl rigl/imagenet_resnet/colabs/MobileNet_Counting.ipynb, its printed outputs): depthwise
+# convs dense, the stem dense under uniform ("random") and inside the ERK budget; dense: 1141.544 MFLOPs.
+# The paper's MobileNet figure gives accuracies against these costs; paper-results.csv holds no MobileNet row.
+REFERENCE_MOBILENET_V1_DENSE = 1141.544
+REFERENCE_MOBILENET_V1: dict[tuple[str, float], float] = {
+    ("uniform", 0.75): 330.769, ("uniform", 0.85): 222.666, ("uniform", 0.9): 168.614, ("uniform", 0.95): 114.563,
+    ("erk", 0.75): 599.144, ("erk", 0.85): 439.152, ("erk", 0.9): 334.134, ("erk", 0.95): 205.281,
+}
+MOBILENET_TOLERANCE = 0.005
+
+
+def mobilenet_table() -> pd.DataFrame:
+    """The project's MobileNet-v1 inference multipliers (`plan_run` of preset imagenet-mobilenet-v1, static)
+    beside the reference notebook's, one row per (distribution, sparsity) of `REFERENCE_MOBILENET_V1`.
+    The stem is in the ERK budget as in the notebook (`dense_first=False` there), dense under uniform."""
+    records = []
+    for (distribution, sparsity), mflops in REFERENCE_MOBILENET_V1.items():
+        cfg = preset_config("imagenet-mobilenet-v1", method="static", sparsity=sparsity, distribution=distribution,
+                            dense_first=distribution == "uniform")
+        test_x, reference_x = plan_run(cfg).inference_multiplier, mflops / REFERENCE_MOBILENET_V1_DENSE
+        records.append(dict(distribution=distribution, sparsity=sparsity, test_x=test_x, reference_x=reference_x,
+                            diff=test_x - reference_x))
+    return pd.DataFrame.from_records(records)

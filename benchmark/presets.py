@@ -21,6 +21,15 @@ def _paper_imagenet() -> dict[str, Any]:
                 gmp_every=1000, epochs=100)
 
 
+def _paper_mobilenet(model: str) -> dict[str, Any]:
+    """The paper's ImageNet protocol for a MobileNet, as google-research/rigl's `imagenet_train_eval.py` runs
+    `--model_architecture mobilenet_v1/v2`: ResNet-50's steps, batch, lr and mask schedule, with the
+    MobileNet lr schedule (8 warm-up epochs, x0.1 at epochs 40, 75 and 95); the stem conv is never masked
+    (`dense_first`) and depthwise convs stay dense (`methods.base.default_layer`)."""
+    return {**_paper_imagenet(), "model": model, "warmup_epochs": 8, "lr_milestones": (40, 75, 95),
+            "dense_first": True}
+
+
 def _paper_cifar10() -> dict[str, Any]:
     steps_per_epoch = 50000 / 128
     steps = round(250 * steps_per_epoch)  # 97,656
@@ -77,6 +86,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mnist-lenet300-snfs": _snfs_mnist(),
     "cifar10-wrn22-2": _paper_cifar10(),
     "imagenet-resnet50": _paper_imagenet(),
+    "imagenet-mobilenet-v1": _paper_mobilenet("mobilenet-v1"),
+    "imagenet-mobilenet-v2": _paper_mobilenet("mobilenet-v2"),
 }
 PRESET_NOTES = {
     "fashion-mnist-lenet300": "CPU-sized: 10 epochs, SGD 0.1 decayed x0.1 at epochs 5 and 7.5, ERK (= ER for an "
@@ -93,14 +104,18 @@ PRESET_NOTES = {
                             "sparse; the suite's earlier settings (standardised inputs, PyTorch init, decay on all)",
     "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
     "imagenet-resnet50": "paper protocol (32k steps at batch 4096); needs an ImageFolder root",
+    "imagenet-mobilenet-v1": "paper section 4.1: MobileNet-v1 on ResNet-50's schedule with the reference code's "
+                             "MobileNet lr (8 warm-up epochs, x0.1 at 40/75/95); stem and depthwise convs dense; "
+                             "--model mobilenet-v1-A for width A (big-sparse: 1.98 at 75%); needs an ImageFolder root",
+    "imagenet-mobilenet-v2": "the same for MobileNet-v2 (expansion 6)",
 }
 DEFAULT_PRESET = "fashion-mnist-lenet300"
 
 
 def preset_config(name: str, **overrides: Any) -> RunConfig:
     """A validated RunConfig from preset `name` with `overrides` on top. Given `layer_sparsity`, the
-    distribution is custom and `sparsity` becomes the overall sparsity those layer sparsities give; a
-    preset's own layer sparsities go when another distribution is given."""
+    distribution is custom and `sparsity` becomes the overall sparsity those layer sparsities give (so does an
+    N:M `structure`'s); a preset's own layer sparsities go when another distribution is given."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
@@ -115,6 +130,6 @@ def preset_config(name: str, **overrides: Any) -> RunConfig:
         settings["layer_sparsity"] = ()
     config = RunConfig(**settings)
     config.validate()
-    if config.distribution == custom and config.method_class.uses_sparsity:
-        config.sparsity = config.custom_sparsity()
+    if (config.distribution == custom or config.structure) and config.method_class.uses_sparsity:
+        config.sparsity = config.implied_sparsity()
     return config

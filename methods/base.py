@@ -18,7 +18,7 @@ from torch import nn
 
 from .execution import EXECUTIONS
 from .schedules import DropGrowSchedule
-from .selection import keyed_generator, random_mask, topk_indices
+from .selection import group_top, keyed_generator, random_mask, topk_indices
 
 if TYPE_CHECKING:
     from .config import SparsityConfig
@@ -54,9 +54,37 @@ class MaskChange:
     reset: torch.Tensor | None = None  # flat int64 positions active after the change that restart from 0
 
 
+def is_depthwise(module: nn.Module) -> bool:
+    """A depthwise convolution (one filter per input channel): kept dense by default, as the RigL paper does
+    for MobileNets (its 9 weights per channel are a tiny share of the parameters and of the FLOPs)."""
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and module.groups == module.in_channels
+
+
+def default_layer(_name: str, module: nn.Module) -> bool:
+    """The default sparse layers: every conv/linear weight except depthwise convolutions."""
+    return isinstance(module, SPARSE_MODULES) and not is_depthwise(module)
+
+
+def keeps_structure(mask: torch.Tensor, n: int, m: int) -> bool:
+    """Whether `mask` (out, in, *kernel) is dense or keeps exactly `n` of every `m` consecutive entries of each row
+    of its (out, in x kernel) matrix."""
+    rows = mask.reshape(mask.shape[0], -1)
+    if bool(rows.all()):
+        return True
+    return rows.shape[1] % m == 0 and bool((rows.reshape(-1, m).sum(1) == n).all())
+
+
+def structured_methods() -> list[str]:
+    """Names of the methods that keep N:M structure (their class sets `structured`)."""
+    from . import METHODS
+
+    return [name for name, cls in METHODS.items() if cls.structured and cls.uses_sparsity]
+
+
 def sparse_layers(model: nn.Module, include: LayerFilter | None = None) -> list[tuple[str, nn.Parameter]]:
-    """(module name, weight) of every layer to sparsify: conv/linear weights, or those `include` accepts."""
-    accept = include or (lambda _name, module: isinstance(module, SPARSE_MODULES))
+    """(module name, weight) of every layer to sparsify: conv/linear weights except depthwise ones
+    (`default_layer`), or those `include` accepts."""
+    accept = include or default_layer
     return [
         (name, module.weight)
         for name, module in model.named_modules()
@@ -83,6 +111,7 @@ class Sparsifier:
     drop_grow: ClassVar[bool] = False  # updates on a DropGrowSchedule (update iterations may skip the step)
     update_gradients: ClassVar[bool] = False  # its update reads the dense gradients of its step
     reference_skips_step: ClassVar[bool] = False  # its reference code updates in place of an optimizer step
+    structured: ClassVar[bool] = False  # keeps N:M structure (SparsityConfig.structure) in every mask it makes
 
     def __init__(
         self,
@@ -107,6 +136,9 @@ class Sparsifier:
             raise ValueError(f"skip_step_on_update applies to drop/grow methods (set, snfs, rigl, dsr), not {self.name}")
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
             raise ValueError(f"total_steps must be a positive int (the run's optimizer steps), got {total_steps!r}")
+        if self.config.nm() and self.uses_sparsity and not self.structured:
+            raise ValueError(f"{self.name} cannot keep N:M structure ({self.config.structure}); structure works with "
+                             f"{', '.join(structured_methods())}")
         self.model, self.optimizer, self.total_steps = model, optimizer, total_steps
         layers = sparse_layers(model, include)
         if not layers:
@@ -126,6 +158,9 @@ class Sparsifier:
         else:
             masks = self._given_masks(masks)
             self.targets = [int(m.sum()) for m in masks]
+            if (nm := self.config.nm()) and not all(keeps_structure(m, *nm) for m in masks):
+                raise ValueError(f"masks= do not keep the {self.config.structure} structure (exactly N of every M "
+                                 "consecutive weights along the input dimension, or dense) that this run asks for")
         self.counts = [int(m.sum()) for m in masks]
         self.execution = EXECUTIONS[self.config.execution](self)
         self.masks = [m.to(device=w.device, dtype=torch.bool) for m, w in zip(masks, self.weights)]
@@ -244,9 +279,21 @@ class Sparsifier:
         return self.config.layer_counts([w.shape for w in self.weights])
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
-        """Masks at step 0; by default exactly `targets[i]` positions chosen uniformly at random."""
+        """Masks at step 0; by default exactly `targets[i]` positions chosen uniformly at random (under N:M
+        structure, N of every group of M)."""
+        if self.config.nm():
+            return [self.structured_mask(i, torch.zeros(w.shape), keyed_generator(self.config.seed, 0, i, "init"))
+                    for i, w in enumerate(self.weights)]
         return [random_mask(w.shape, k, keyed_generator(self.config.seed, 0, i, "init"))
                 for i, (w, k) in enumerate(zip(self.weights, self.targets))]
+
+    def structured_mask(self, i: int, score: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Layer `i`'s N:M mask keeping the N largest `score` entries of every group of M consecutive weights
+        along the input dimension (ties keyed); all ones for a layer the distribution keeps dense."""
+        if self.targets[i] == self.sizes[i]:
+            return torch.ones(score.shape, dtype=torch.bool, device=score.device)
+        n, m = self.config.nm()
+        return group_top(score.reshape(-1, m).float(), n, generator).view(score.shape)
 
     def is_update_step(self, t: int) -> bool:
         """Whether the masks change after optimizer step `t`."""

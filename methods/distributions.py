@@ -84,6 +84,31 @@ def explicit_counts(shapes: Sequence[Sequence[int]], layer_sparsity: Sequence[fl
     return [round((1 - check_sparsity(s)) * math.prod(shape)) for s, shape in zip(layer_sparsity, shapes)]
 
 
+def parse_structure(structure: str) -> tuple[int, int] | None:
+    """(N, M) of an N:M structure such as "2:4" (None for ""); ValueError naming the fix unless 1 <= N < M."""
+    if not structure:
+        return None
+    n, sep, m = structure.partition(":")
+    if not (sep and n.isdigit() and m.isdigit() and 1 <= int(n) < int(m)):
+        raise ValueError(f"structure must be N:M with 1 <= N < M (e.g. 2:4: 2 of every 4 consecutive weights "
+                         f"along a layer's input dimension), got {structure!r}")
+    return int(n), int(m)
+
+
+def structured_counts(shapes: Sequence[Sequence[int]], n: int, m: int, dense: Sequence[int] = ()) -> list[int]:
+    """Active-weight count of each layer under N:M structure: `N_l * n / m`, the `dense` layers full. Every
+    structured layer's input size (in x kernel: the row of its weight matrix) must be a multiple of m."""
+    counts = []
+    for i, shape in enumerate(shapes):
+        size, fan_in = math.prod(shape), math.prod(shape[1:])
+        if i not in dense and fan_in % m:
+            raise ValueError(f"structure {n}:{m} needs every sparse layer's input size to be a multiple of {m}, but "
+                             f"sparse layer {i} (weight {'x'.join(map(str, shape))}) has {fan_in}; choose an M that "
+                             "divides it, or keep that layer dense (dense_first / dense_last)")
+        counts.append(size if i in dense else size // m * n)
+    return counts
+
+
 def forced_dense(n_layers: int, distribution: str, dense_first: bool | None, dense_last: bool) -> list[int]:
     """Indices of the layers kept dense: the first one when asked (by default under uniform only,
     the paper's choice) and the last one when asked."""

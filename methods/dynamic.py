@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .base import MaskChange, Sparsifier
-from .selection import keyed_generator, sample_positions, topk_indices
+from .selection import group_top, keyed_generator, sample_positions, topk_indices
 from .settings import Check, Settings, setting
 
 
@@ -35,6 +35,7 @@ class SET(Sparsifier):
     name = "set"
     dynamic = True
     drop_grow = True
+    structured = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -66,7 +67,8 @@ class SET(Sparsifier):
             g = keyed_generator(self.config.seed, t, i, "drop-grow")
             active, slots = self.smallest_active(i, k, g)
             dropped = active.index_select(0, slots)
-            grown = self._grow(i, active, dropped, k, g, self.grow_score(i, grads))
+            grow = self._grow_in_groups if self.config.nm() else self._grow
+            grown = grow(i, active, dropped, k, g, self.grow_score(i, grads))
             # the grown positions take the dropped ones' slots: the new active list without compaction
             changes[i] = self.change_by_positions(i, active.clone().index_copy_(0, slots, grown), dropped, grown)
         return changes
@@ -83,6 +85,19 @@ class SET(Sparsifier):
         saved = score.index_select(0, dropped)
         score.index_fill_(0, active, -torch.inf).index_copy_(0, dropped, saved)
         return topk_indices(score, k, g)
+
+    def _grow_in_groups(self, i: int, active: torch.Tensor, dropped: torch.Tensor, k: int, g: torch.Generator,
+                        score: torch.Tensor | None) -> torch.Tensor:
+        """The `k` flat positions of layer `i` to grow under N:M structure: in each group of M, as many as the drop
+        took from it, of largest `score` (uniformly at random when None) among the group's positions not kept."""
+        m = self.config.nm()[1]
+        free = torch.ones(self.sizes[i], dtype=torch.bool, device=active.device)
+        free.index_fill_(0, active, False).index_fill_(0, dropped, True)
+        need = torch.zeros(self.sizes[i] // m, dtype=torch.long, device=active.device)
+        need.index_add_(0, dropped // m, torch.ones_like(dropped))
+        score = torch.zeros(self.sizes[i], device=active.device) if score is None else score.reshape(-1).float()
+        score = score.masked_fill(~free, -torch.inf)
+        return group_top(score.view(-1, m), need, g).reshape(-1).nonzero().squeeze(1)
 
 
 class RigL(SET):
@@ -103,6 +118,7 @@ class SNFS(SET):
     moving average (momentum `snfs_momentum`) of the dense gradient, kept every step, is largest."""
 
     name = "snfs"
+    structured = False  # the issue's scope: N:M for static, snip, set and rigl
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

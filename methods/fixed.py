@@ -18,7 +18,10 @@ class SnipSettings(Settings):
                                        "or under one global threshold (global, the SNIP paper's)")
 
     def checks(self) -> list[Check]:
-        return [(self.snip_scope in ("layer", "global"), "snip_scope must be 'layer' or 'global'", "snip_scope")]
+        return [(self.snip_scope in ("layer", "global"), "snip_scope must be 'layer' or 'global'", "snip_scope"),
+                (not (self.snip_scope == "global" and getattr(self, "structure", "")),
+                 "snip_scope global ranks across layers, which N:M structure does not allow; use snip_scope layer",
+                 "snip_scope")]
 
 
 class Dense(Sparsifier):
@@ -46,6 +49,7 @@ class SmallDense(Dense):
 
     name = "small-dense"
     uses_sparsity = True
+    structured = True  # dense; its width matches the structured model's parameter count
     saves_rewind_point = False
     narrows_model = True
 
@@ -54,6 +58,7 @@ class Static(Sparsifier):
     """A random mask with exact per-layer counts, fixed for the whole run."""
 
     name = "static"
+    structured = True
 
 
 class Snip(Sparsifier):
@@ -68,11 +73,15 @@ class Snip(Sparsifier):
     name = "snip"
     accepts_masks = False
     needs_init_batches = True
+    structured = True
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         if not init_batches:
             raise ValueError("snip needs init_batches=[(inputs, targets), ...] to score weights at initialisation")
         saliency = self._saliency(init_batches)
+        if self.config.nm():  # the N of every M of largest saliency (snip_scope global is refused with structure)
+            return [self.structured_mask(i, s, keyed_generator(self.config.seed, 0, i, "snip"))
+                    for i, s in enumerate(saliency)]
         if self.config.snip_scope == "layer":
             return [
                 topk_mask(s, k, keyed_generator(self.config.seed, 0, i, "snip"))

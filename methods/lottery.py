@@ -34,6 +34,7 @@ class LotteryTicket:
     """Mixin for methods that start from a lottery ticket: created without `masks=`, they refuse."""
 
     pretrain_method = "dense"  # the run whose trained weights give the ticket and whose early ones the start
+    structured = False  # the ticket keeps the largest |w| per layer, unstructured
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         raise ValueError(f"{self.name} needs masks from a trained dense run; run it through python -m benchmark run "

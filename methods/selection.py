@@ -173,6 +173,17 @@ def topk_mask(score: torch.Tensor, k: int, generator: torch.Generator) -> torch.
     return mask.view_as(score)
 
 
+def group_top(score: torch.Tensor, need: torch.Tensor | int, generator: torch.Generator) -> torch.Tensor:
+    """Bool mask of `score`'s shape (groups, M) choosing, in each row g, the `need[g]` (or `need`) largest
+    entries; ties are broken by a keyed random order (a score of zeros gives a uniformly random choice)."""
+    groups, m = score.shape
+    perm = torch.rand(groups, m, generator=generator).argsort(dim=1).to(score.device)
+    order = score.gather(1, perm).sort(dim=1, descending=True, stable=True).indices
+    need = torch.as_tensor(need, device=score.device).reshape(-1, 1)
+    take = torch.arange(m, device=score.device).expand(groups, m) < need
+    return torch.zeros(groups, m, dtype=torch.bool, device=score.device).scatter_(1, perm.gather(1, order), take)
+
+
 def random_mask(shape: torch.Size, k: int, generator: torch.Generator) -> torch.Tensor:
     """Boolean CPU mask of `shape` with exactly `k` positions chosen uniformly at random."""
     mask = torch.zeros(math.prod(shape), dtype=torch.bool)

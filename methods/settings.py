@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .distributions import CUSTOM, DISTRIBUTIONS, check_sparsity, explicit_counts, forced_dense, layer_counts
+from .distributions import (CUSTOM, DISTRIBUTIONS, check_sparsity, explicit_counts, forced_dense, layer_counts,
+                            parse_structure, structured_counts)
 from .schedules import ANNEALS
 
 Check = tuple[bool, str, str]  # (holds, what must hold, the field to show)
@@ -90,25 +91,40 @@ class LayerSettings(Settings):
     dense_last: bool = setting(False, "keep the last sparse layer dense")
     layer_sparsity: tuple[float, ...] = setting((), "one sparsity per sparse layer, in order, for distribution "
                                                     "custom (e.g. 0.98,0.882,0: the paper's MNIST LeNet-300-100)")
+    structure: str = setting("", "N:M structured sparsity (e.g. 2:4): every M consecutive weights along each sparse "
+                                 "layer's input dimension keep exactly N (static, snip, set, rigl); it sets every "
+                                 "sparse layer's density to N/M in place of sparsity (distribution uniform; the "
+                                 "dense_first/dense_last layers stay dense)")
     seed: int = setting(0, "seed of the model's init, the data order and every keyed random choice")
+
+    def nm(self) -> tuple[int, int] | None:
+        """(N, M) of `structure`, or None when the masks are unstructured."""
+        return parse_structure(self.structure)
 
     def layer_counts(self, shapes: list[tuple[int, ...]]) -> list[int]:
         """Active-weight count of each sparse layer of these weight shapes: `layer_sparsity`'s under
-        distribution custom, else `sparsity` split by the distribution (with the forced-dense layers)."""
+        distribution custom, N/M of each layer under `structure`, else `sparsity` split by the distribution (with
+        the forced-dense layers)."""
         if self.distribution == CUSTOM:
             return explicit_counts(shapes, self.layer_sparsity)
         dense = forced_dense(len(shapes), self.distribution, self.dense_first, self.dense_last)
+        if nm := self.nm():
+            return structured_counts(shapes, *nm, dense)
         return layer_counts(shapes, self.sparsity, self.distribution, dense)
 
     def checks(self) -> list[Check]:
         for s in (self.sparsity, *self.layer_sparsity):
             check_sparsity(s)
+        self.nm()
         return [
             (self.distribution in (*DISTRIBUTIONS, CUSTOM),
              f"distribution must be one of {', '.join((*DISTRIBUTIONS, CUSTOM))}", "distribution"),
             ((self.distribution == CUSTOM) == bool(self.layer_sparsity),
              "distribution custom goes with layer_sparsity (one sparsity per layer) and only with it", "distribution"),
             (self.seed >= 0, "seed must be >= 0", "seed"),
+            (self.nm() is None or self.distribution == "uniform",
+             ("structure N:M gives every sparse layer density N/M; use it with distribution uniform "
+              "(dense_first/dense_last choose the dense layers)"), "distribution"),
         ]
 
 

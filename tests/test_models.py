@@ -62,6 +62,7 @@ def test_width_shrinks_model_and_keeps_names(name, shape):
 
 @pytest.mark.parametrize("name, shape, classes", [
     ("lenet-300-100", (1, 8, 8), 10), ("lenet-5", MNIST, 10), ("wrn-16-2", CIFAR, 100), ("resnet-50", CIFAR, 100),
+    ("mobilenet-v1", (1, 8, 8), 10), ("mobilenet-v2", CIFAR, 100),
 ])
 def test_forward_shapes(name, shape, classes):
     model = build_model(name, classes, shape, width=0.25).eval()
@@ -104,3 +105,32 @@ def test_wrn_depth_must_be_6n_plus_4():
 def test_lenet5_rejects_too_small_images():
     with pytest.raises(ValueError, match="at least 16x16"):
         build_model("lenet-5", 10, (1, 8, 8))
+
+
+@pytest.mark.parametrize("name, macs, params", [
+    # Howard et al. 2017, table 1 / 8: 569M multiply-adds, 4.2M parameters at 224x224 and width 1
+    ("mobilenet-v1", 568_740_352, 4_231_976),
+    # Sandler et al. 2018, table 3: 300M multiply-adds (3.4M parameters there; torchvision's count is also 3,504,872)
+    ("mobilenet-v2", 300_774_272, 3_504_872),
+])
+def test_mobilenet_multiply_adds_and_parameters_match_the_architecture_papers(name, macs, params):
+    from benchmark.flops import forward_flops
+
+    model = build_model(name, 1000, (3, 224, 224))
+    assert count_parameters(model) == params
+    assert sum(forward_flops(model, (3, 224, 224)).values()) == 2 * macs
+    assert round(macs / 1e6) == {"mobilenet-v1": 569, "mobilenet-v2": 301}[name]
+
+
+def test_mobilenet_width_follows_the_reference_rounding():
+    """Channels are make_divisible(int(A * c), 8) (the first block's int(A * 64) exactly); v2's last conv never
+    narrows below 1280; the width in the name and the width argument multiply."""
+    v1 = build_model("mobilenet-v1-1.98", 1000, (3, 224, 224))
+    convs = [m for m in v1.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].out_channels == 64 and convs[2].out_channels == 126 and v1.fc.in_features == 2024
+    assert build_model("mobilenet-v2-0.5", 10, CIFAR).fc.in_features == 1280
+    assert build_model("mobilenet-v2-2", 10, CIFAR).fc.in_features == 2560
+    half = build_model("mobilenet-v1-2", 10, CIFAR, width=0.5)
+    assert count_parameters(half) == count_parameters(build_model("mobilenet-v1", 10, CIFAR))
+    with pytest.raises(ValueError, match="unknown model 'mobilenet-v3-1'"):
+        build_model("mobilenet-v3-1", 10, CIFAR)

@@ -45,3 +45,15 @@ def test_small_dense_90_matches_at_the_reference_width(multiplier, paper_train):
                                      multiplier=multiplier))
     assert abs(summary.train_multiplier - paper_train) <= MATCH_TOLERANCE
     assert abs(summary.inference_multiplier - 0.12) <= MATCH_TOLERANCE
+
+
+def test_mobilenet_v1_inference_flops_match_the_reference_counting():
+    """Every uniform and ERK MobileNet-v1 cost the reference notebook prints, within 0.005 of dense."""
+    from benchmark.paper_flops import MOBILENET_TOLERANCE, mobilenet_table
+
+    table = mobilenet_table()
+    print("\n" + table.to_string())
+    assert len(table) == 8
+    assert (table["diff"].abs() <= MOBILENET_TOLERANCE).all()
+    uniform75 = table[(table.distribution == "uniform") & (table.sparsity == 0.75)].iloc[0]
+    assert round(uniform75.test_x, 2) == round(330.769 / 1141.544, 2) == 0.29
