@@ -30,7 +30,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from . import style
 from .folder_plots import folder_records, layer_density, loss_landscape, mask_updates
 from .layout import figure_title, gid, legend, panels, percent, seeds_note, series_keys, styled
-from .runs import (group_rows, group_tag, group_title, groups, keeps_every_weight, load_paper,
+from .runs import (group_metric, group_rows, group_tag, group_title, groups, keeps_every_weight, load_paper,
                    paper_rows, summary)
 from .style import save_figure
 
@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 ACCURACY_LABELS = {"test_accuracy": "test accuracy (%)", "best_test_accuracy": "best test accuracy (%)",
-                   "val_accuracy": "validation accuracy (%)"}
+                   "val_accuracy": "validation accuracy (%)",
+                   "test_bpc": "test bits per character (lower is better)"}
 FIGURES = ("train-flops", "sparsity", "inference-flops", "layer-density", "mask-updates")
 LOG_SPAN = 5.0  # a FLOP axis whose values span this factor or more is logarithmic: on a linear axis from 0 the
 #                 smallest would sit in its first fifth, and the sparse methods crowd together there
@@ -384,7 +385,7 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
                 try:
                     if name in PLOTTERS:
                         stem, plot = PLOTTERS[name]
-                        fig = plot(subset, paper=paper_table, metric=metric)
+                        fig = plot(subset, paper=paper_table, metric=group_metric(subset, metric))
                     elif name == "layer-density":
                         stem, fig = "layer-density", layer_density(folders, title=title)
                     else:

@@ -63,6 +63,21 @@ def _snfs_mnist() -> dict[str, Any]:
                 alpha=0.5)
 
 
+def _paper_char_lm() -> dict[str, Any]:
+    """Section 4.2's character-level GRU on WikiText-103 (model `char-gru`: embedding 128, GRU state 512,
+    readout 256; Adam), as recalled from the paper: the reference code's rigl/rnn/ was not at hand to check
+    the schedule against."""
+    steps = 200000
+    return dict(dataset="wikitext103", model="char-gru", steps=steps, batch_size=32, optimizer="adamw", lr=7e-4,
+                weight_decay=0.0, distribution="uniform", dense_first=False, delta_t=100, t_end=0.75,
+                gmp_start=0.1, gmp_stop=0.75, gmp_every=1000, log_every=500, eval_every=10000, epochs=0)
+
+
+# CPU-sized character models on Debian's fortunes corpus (T = 128 bytes): minutes per run on one thread.
+_FORTUNES_LM = dict(dataset="fortunes", steps=1500, batch_size=32, optimizer="adamw", lr=3e-3, weight_decay=0.0,
+                    distribution="uniform", dense_first=False, delta_t=50, t_end=0.75, gmp_every=50, log_every=50,
+                    eval_every=500, epochs=0)
+
 PRESETS: dict[str, dict[str, Any]] = {
     "fashion-mnist-lenet300": dict(dataset="fashion-mnist", model="lenet-300-100", epochs=10, batch_size=100,
                                    lr=0.1, weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1,
@@ -77,6 +92,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mnist-lenet300-snfs": _snfs_mnist(),
     "cifar10-wrn22-2": _paper_cifar10(),
     "imagenet-resnet50": _paper_imagenet(),
+    "wikitext103-gru": _paper_char_lm(),
+    "fortunes-gru": {**_FORTUNES_LM, "model": "char-gru-small"},
+    "fortunes-gpt": {**_FORTUNES_LM, "model": "char-gpt-tiny"},
 }
 PRESET_NOTES = {
     "fashion-mnist-lenet300": "CPU-sized: 10 epochs, SGD 0.1 decayed x0.1 at epochs 5 and 7.5, ERK (= ER for an "
@@ -93,6 +111,12 @@ PRESET_NOTES = {
                             "sparse; the suite's earlier settings (standardised inputs, PyTorch init, decay on all)",
     "cifar10-wrn22-2": "paper protocol (250 epochs at batch 128, ERK)",
     "imagenet-resnet50": "paper protocol (32k steps at batch 4096); needs an ImageFolder root",
+    "wikitext103-gru": "section 4.2's character-level GRU (embedding 128, state 512, readout 256) on WikiText-103, "
+                       "Adam, uniform sparsity over the GRU and readout matrices; bits per character",
+    "fortunes-gru": "CPU-sized character GRU (state 128) on Debian's fortunes corpus: 1500 Adam steps of 32 x 128 "
+                    "bytes; bits per character",
+    "fortunes-gpt": "CPU-sized GPT-style character model (2 blocks, dimension 64, 4 heads) on the fortunes corpus, "
+                    "its Linear layers sparse, attention matmuls dense; 1500 Adam steps",
 }
 DEFAULT_PRESET = "fashion-mnist-lenet300"
 

@@ -1,6 +1,6 @@
 """runs.csv (one row per finished run), its aggregation over seeds, and run folders as a DataFrame.
 
-Schema 2 (README "Results"): every row carries `config_key`, the hash of `settings` (a JSON object of
+Schema 3 (README "Results"; 3 added `test_bpc`): every row carries `config_key`, the hash of `settings` (a JSON object of
 every setting that can change the result except the seed), readable copies of the settings that
 tell protocols apart, and `code`, the fingerprint of the training code that produced it. Rows are
 averaged only with rows of the same key; a row is appended at most once per run id.
@@ -25,7 +25,7 @@ import methods
 from .config import RunConfig, settings_json
 from .files import RERUN, read_json, read_run_config
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # settings copied into their own columns, so a reader tells protocols apart without parsing `settings`
 SETTING_COLUMNS = [
     "lr", "epochs", "batch_size", "optimizer", "momentum", "nesterov", "weight_decay", "label_smoothing",
@@ -35,7 +35,7 @@ SETTING_COLUMNS = [
 RUN_COLUMNS = [
     "run_id", "config_key", "preset", "dataset", "model", "method", "distribution", "sparsity", "multiplier", "seed",
     *SETTING_COLUMNS,
-    "steps", "test_accuracy", "best_test_accuracy", "test_loss", "val_accuracy",
+    "steps", "test_accuracy", "best_test_accuracy", "test_loss", "val_accuracy", "test_bpc",
     "train_flops_multiplier", "inference_flops_multiplier", "train_flops", "inference_flops",
     "dense_forward_flops", "init_flops", "pretrain_flops", "global_density", "active_params", "total_params", "width",
     "wall_time_s", "steps_per_s", "device", "world_size", "torch", "commit", "code", "settings", "schema_version",
@@ -73,6 +73,7 @@ def run_row(cfg: RunConfig, metrics: dict[str, Any], device: str, world_size: in
         "steps": metrics["steps"],
         "test_accuracy": metrics["test_accuracy"], "best_test_accuracy": metrics["best_test_accuracy"],
         "test_loss": metrics["test_loss"], "val_accuracy": metrics["val_accuracy"],
+        "test_bpc": metrics.get("test_bpc"),
         "train_flops_multiplier": flops["train_multiplier"], "inference_flops_multiplier": flops["inference_multiplier"],
         "train_flops": flops["train_flops"], "inference_flops": flops["sparse_forward"],
         "dense_forward_flops": flops["dense_forward"], "init_flops": flops["init_flops"],
