@@ -12,6 +12,7 @@ import methods
 from analysis.runs import group_metric
 from analysis.tables import markdown_table
 from benchmark import data as data_module
+from benchmark import train as train_module
 from benchmark.cli import main
 from benchmark.config import RunConfig
 from benchmark.data import DataNotFoundError, load_dataset, train_batches
@@ -19,7 +20,6 @@ from benchmark.flops import forward_flops
 from benchmark.models import CharGPT, CharGRU
 from benchmark.presets import preset_config
 from benchmark.results import run_row
-from benchmark import train as train_module
 from benchmark.train import train
 
 FORTUNES = data_module.SYSTEM_DIRS["fortunes"][0]
@@ -178,9 +178,9 @@ def test_text_presets_train_with_exact_counts_and_report_bpc(tmp_path, monkeypat
 
 
 def test_analysis_shows_bpc_for_language_models_lower_is_better():
-    base = dict(dataset="fortunes", model="char-gru-small", distribution="uniform", multiplier=1.0, seed=0,
-                config_key="k", settings="{}", wall_time_s=1.0, train_flops_multiplier=0.1,
-                inference_flops_multiplier=0.1, test_accuracy=40.0)
+    base = {"dataset": "fortunes", "model": "char-gru-small", "distribution": "uniform", "multiplier": 1.0,
+            "seed": 0, "settings": "{}", "wall_time_s": 1.0, "train_flops_multiplier": 0.1,
+            "inference_flops_multiplier": 0.1, "test_accuracy": 40.0}
     runs = pd.DataFrame([{**base, "run_id": "a", "method": "rigl", "sparsity": 0.9, "test_bpc": 2.5,
                           "config_key": "a"},
                          {**base, "run_id": "b", "method": "static", "sparsity": 0.9, "test_bpc": 2.75,
