@@ -94,7 +94,7 @@ TEXT_CORPORA = {
     "wikitext103": TextCorpus(("wiki.train.tokens",), 0.0, test="wiki.test.tokens",
                               url="https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip",
                               md5="9ddaacaf6af0710eda8c456decff7832",
-                              fetch="run on a machine with internet (the archive downloads once)"),
+                              fetch="put wiki.train.tokens and wiki.test.tokens in <data-root>/wikitext-103/"),
 }
 TEXT_FOLDERS = {"fortunes": "fortunes", "wikitext103": "wikitext-103"}
 TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}

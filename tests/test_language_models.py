@@ -142,6 +142,17 @@ def test_missing_or_altered_corpus_is_one_line_naming_the_fix(tmp_path, monkeypa
         load_dataset("fortunes", root=tmp_path / "root")
 
 
+def test_a_run_without_the_corpus_is_one_error_line_and_no_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(data_module.SYSTEM_DIRS, "fortunes", [])
+    monkeypatch.setattr(data_module, "REPO_DATA_DIR", tmp_path / "repo-data")
+    monkeypatch.delenv("SPARSEBENCH_DATA", raising=False)
+    out = tmp_path / "out"
+    assert main(["run", "--preset", "fortunes-gru", "--methods", "rigl", "--steps", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: dataset 'fortunes' not found") and "fetch_data.sh" in err
+    assert not out.exists() and not (tmp_path / "repo-data").exists()
+
+
 @needs_fortunes
 def test_fortunes_sequences_predict_the_next_byte():
     bundle = load_dataset("fortunes")
