@@ -17,7 +17,7 @@ from benchmark.cli import main
 from benchmark.config import RunConfig
 from benchmark.data import DataNotFoundError, load_dataset, train_batches
 from benchmark.flops import forward_flops
-from benchmark.models import CharGPT, CharGRU
+from benchmark.models import CharGPT, CharGRU, build_model
 from benchmark.presets import preset_config
 from benchmark.results import run_row
 from benchmark.train import train
@@ -201,3 +201,23 @@ def test_analysis_shows_bpc_for_language_models_lower_is_better():
     table = markdown_table(runs, "test_bpc")
     assert "Test bits per character as mean" in table and "90%: bpc" in table
     assert "**2.50**" in table and "**2.75**" not in table  # the lowest bpc is the best
+
+
+@pytest.mark.parametrize("model, counts", [
+    # 90% uniform: (3 x 512) x 128, (3 x 512) x 512, 256 x 512, 256 x 256 weights keep 10%, rounded
+    ("char-gru", [19661, 78643, 13107, 6554]),
+    # per block: qkv 768 x 256, proj 256 x 256, fc1 1024 x 256, fc2 256 x 1024; the head 256 x 256
+    ("char-gpt", [19661, 6554, 26214, 26214] * 6 + [6554]),
+])
+def test_the_paper_sized_text_models_take_a_step_with_exact_counts(model, counts):
+    torch.manual_seed(0)
+    net = build_model(model, 256, (16,))
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    s = methods.create("rigl", net, optimizer, total_steps=2, sparsity=0.9, distribution="uniform",
+                       dense_first=False, delta_t=1, update_at_start=True)  # RigL updates after step 0
+    x = torch.randint(256, (2, 16))
+    nn.functional.cross_entropy(net(x), x.roll(-1, 1)).backward()
+    assert s.step().updated
+    assert s.counts == counts
+    assert [int((w != 0).sum()) for w in s.weights] <= counts and all(
+        not bool(w[~m].any()) for w, m in zip(s.weights, s.masks))
