@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import methods
+from analysis.plots import accuracy_vs_train_flops, make_figures
 from analysis.runs import group_metric
 from analysis.tables import markdown_table
 from benchmark import data as data_module
@@ -201,6 +202,22 @@ def test_analysis_shows_bpc_for_language_models_lower_is_better():
     table = markdown_table(runs, "test_bpc")
     assert "Test bits per character as mean" in table and "90%: bpc" in table
     assert "**2.50**" in table and "**2.75**" not in table  # the lowest bpc is the best
+
+
+
+def test_language_model_runs_are_drawn_as_bpc_against_flops(tmp_path):
+    base = {"dataset": "fortunes", "model": "char-gru-small", "distribution": "uniform", "multiplier": 1.0,
+            "seed": 0, "settings": "{}", "wall_time_s": 1.0, "test_accuracy": 40.0}
+    runs = pd.DataFrame([
+        {**base, "run_id": "a", "config_key": "a", "method": "rigl", "sparsity": 0.9, "test_bpc": 2.5,
+         "train_flops_multiplier": 0.104, "inference_flops_multiplier": 0.1},
+        {**base, "run_id": "b", "config_key": "b", "method": "dense", "sparsity": 0.0, "test_bpc": 2.0,
+         "distribution": "none", "train_flops_multiplier": 1.0, "inference_flops_multiplier": 1.0}])
+    written = make_figures(runs, out=tmp_path, formats=("png",), figures=("train-flops",), report=lambda _: None)
+    assert [p.name for p in written] == ["bpc-vs-train-flops-fortunes-char-gru-small.png"]
+    fig = accuracy_vs_train_flops(runs, metric="test_bpc")
+    assert "bits per character vs training FLOPs" in " ".join(t.get_text() for t in fig.texts)
+    assert fig.axes[0].get_ylabel() == "test bits per character (lower is better)"
 
 
 @pytest.mark.parametrize("model, counts", [
