@@ -20,7 +20,7 @@ from benchmark.data import DataNotFoundError, load_dataset, train_batches
 from benchmark.flops import forward_flops
 from benchmark.models import CharGPT, CharGRU, build_model
 from benchmark.presets import preset_config
-from benchmark.results import run_row
+from benchmark.results import run_row, summarize, summary_markdown
 from benchmark.train import train
 
 FORTUNES = data_module.SYSTEM_DIRS["fortunes"][0]
@@ -215,6 +215,9 @@ def test_language_model_runs_are_drawn_as_bpc_against_flops(tmp_path):
          "distribution": "none", "train_flops_multiplier": 1.0, "inference_flops_multiplier": 1.0}])
     written = make_figures(runs, out=tmp_path, formats=("png",), figures=("train-flops",), report=lambda _: None)
     assert [p.name for p in written] == ["bpc-vs-train-flops-fortunes-char-gru-small.png"]
+    table = summary_markdown(summarize(runs.assign(test_loss=runs["test_bpc"] * math.log(2))))
+    assert "| test accuracy (%) | test bpc | train FLOPs |" in table
+    assert "| rigl | uniform | 0.9 | 1 | 40.00 | 2.500 | 0.104x |" in table
     fig = accuracy_vs_train_flops(runs, metric="test_bpc")
     assert "bits per character vs training FLOPs" in " ".join(t.get_text() for t in fig.texts)
     assert fig.axes[0].get_ylabel() == "test bits per character (lower is better)"
