@@ -323,7 +323,11 @@ def run(args: argparse.Namespace) -> int:
     model, masks, meta = load_run(args.source)
     reference = masked_dense(model, masks)
     loaded = load_sparse(args.out)
-    x = torch.randn(args.batch_size, *meta["input_shape"], generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    if len(meta["input_shape"]) == 1:  # a language model: random byte sequences
+        x = torch.randint(meta["num_classes"], (args.batch_size, *meta["input_shape"]), generator=generator)
+    else:
+        x = torch.randn(args.batch_size, *meta["input_shape"], generator=generator)
     with torch.no_grad():
         diff = (loaded(x) - reference(x)).abs().max().item()
     dense_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())

@@ -167,11 +167,11 @@ def test_fortunes_sequences_predict_the_next_byte():
 
 
 @needs_fortunes
-@pytest.mark.parametrize("preset, counts", [
-    ("fortunes-gru", {"gru.weight_ih_l0": 3072, "gru.weight_hh_l0": 12288, "readout": 2048, "output": 4096}),
-    ("fortunes-gpt", {"blocks.0.qkv": 3072, "blocks.0.fc2": 4096, "head": 4096}),
+@pytest.mark.parametrize("preset, counts, csr", [
+    ("fortunes-gru", {"gru.weight_ih_l0": 3072, "gru.weight_hh_l0": 12288, "readout": 2048, "output": 4096}, 2),
+    ("fortunes-gpt", {"blocks.0.qkv": 3072, "blocks.0.fc2": 4096, "head": 4096}, 9),
 ])
-def test_text_presets_train_with_exact_counts_and_report_bpc(tmp_path, monkeypatch, preset, counts):
+def test_text_presets_train_with_exact_counts_and_report_bpc(tmp_path, monkeypatch, capsys, preset, counts, csr):
     evaluated = train_module.eval_batches
     monkeypatch.setattr(train_module, "eval_batches", lambda *a: ((x[:32], y[:32]) for x, y in evaluated(*a)))
     cfg = preset_config(preset, method="rigl", sparsity=0.75, steps=4, delta_t=2, eval_every=4, log_every=2,
@@ -187,6 +187,9 @@ def test_text_presets_train_with_exact_counts_and_report_bpc(tmp_path, monkeypat
     assert 0 < metrics["test_bpc"] < 8.5  # 8 bits is a uniform guess over 256 bytes
     row = run_row(cfg, metrics, "cpu")
     assert row["test_bpc"] == metrics["test_bpc"]
+    # export: Linear layers as CSR, recurrent matrices dense with their zeros, outputs checked on random bytes
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "model.pt")]) == 0
+    assert f"{csr} sparse layer(s) as CSR" in capsys.readouterr().out
 
 
 def test_analysis_shows_bpc_for_language_models_lower_is_better():
