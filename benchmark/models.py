@@ -17,6 +17,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from .data import TEXT_CORPORA
+
 Shape = tuple[int, int, int]
 WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
 
@@ -149,7 +151,7 @@ def _text_shape(name: str, input_shape: tuple[int, ...]) -> int:
     """The sequence length of a text dataset's input shape (T,); ValueError for an image shape."""
     if len(input_shape) != 1:
         raise ValueError(f"{name} is a character-level language model and takes a text dataset "
-                         f"({', '.join(TEXT_DATASETS)}), got input shape {tuple(input_shape)}")
+                         f"({', '.join(TEXT_CORPORA)}), got input shape {tuple(input_shape)}")
     return input_shape[0]
 
 
@@ -250,7 +252,6 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "char-gpt-tiny": partial(char_gpt, 64, 4, 2),
 }
 TEXT_MODELS = ("char-gru", "char-gru-small", "char-gpt", "char-gpt-tiny")
-TEXT_DATASETS = ("fortunes", "wikitext103")  # benchmark.data's text datasets (input shape (T,))
 
 
 def glorot_init(model: nn.Module) -> nn.Module:
