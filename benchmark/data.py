@@ -59,19 +59,20 @@ DATASETS: dict[str, DatasetInfo] = {
     "synthetic-cifar10": DatasetInfo(10, (3, 32, 32), 50000, 10000, (0.0,) * 3, (1.0,) * 3, True),
     # Text (TextCorpus): sequences of T bytes predicting the next T; 256 classes, the byte values.
     "fortunes": DatasetInfo(256, (128,), 18075, 2008, (), ()),
-    # wiki.train.tokens' 539 MB in sequences of 512 (an estimate: the loaded split sets the epoch's length)
+    # train_size: an estimate for planning without the files; a run takes the loaded split's count
     "wikitext103": DatasetInfo(256, (512,), 1054000, 2500, (), ()),
 }
 
 
 @dataclass(frozen=True)
 class TextCorpus:
-    """A character-level corpus: its files (train, then test), how to get them, and what they must hold."""
+    """A character-level corpus: its folder and files, how to get them, and what they must hold."""
 
+    folder: str  # under a data root
     files: tuple[str, ...]  # concatenated in this order
     test_fraction: float  # the last fraction of the bytes is the test split (0: the `test` file is)
     test: str = ""
-    url: str = ""  # a zip archive holding the files in `folder` (torchvision's downloader checks its md5)
+    url: str = ""  # a zip archive holding `folder` (torchvision's downloader checks its md5)
     md5: str = ""
     sha256: str = ""  # of the concatenated files, when they are pinned
     fetch: str = ""  # how to install it offline
@@ -87,16 +88,15 @@ FORTUNE_FILES = [
     "translate-me", "wisdom", "work", "zippy",
 ]
 TEXT_CORPORA = {
-    "fortunes": TextCorpus(tuple(FORTUNE_FILES), 0.1,
+    "fortunes": TextCorpus("fortunes", tuple(FORTUNE_FILES), 0.1,
                            sha256="c4febaf6a1433088e17c01a9875ef2b52b2af1d0dde6751f480fdf53cb75d66c",
                            fetch="run `bash scripts/fetch_data.sh` (or `apt-get install fortunes`)"),
     # WikiText-103 (Merity et al. 2016); the archive's md5 is torchtext's
-    "wikitext103": TextCorpus(("wiki.train.tokens",), 0.0, test="wiki.test.tokens",
+    "wikitext103": TextCorpus("wikitext-103", ("wiki.train.tokens",), 0.0, test="wiki.test.tokens",
                               url="https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip",
                               md5="9ddaacaf6af0710eda8c456decff7832",
                               fetch="put wiki.train.tokens and wiki.test.tokens in <data-root>/wikitext-103/"),
 }
-TEXT_FOLDERS = {"fortunes": "fortunes", "wikitext103": "wikitext-103"}
 TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 IDX_DATASETS = ("mnist", "fashion-mnist")  # MNIST-format files: <root>/<name>/ or torchvision's <root>/<class>/raw/
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's layout
@@ -176,8 +176,8 @@ def _places(name: str, roots: list[Path]) -> list[Path]:
         return [p for r in roots for p in (r / name, r / TORCHVISION_CLASSES[name] / "raw")]
     if name in CIFAR_FOLDERS:
         return [r / CIFAR_FOLDERS[name] for r in roots]
-    if name in TEXT_FOLDERS:
-        return [r / TEXT_FOLDERS[name] for r in roots]
+    if name in TEXT_CORPORA:
+        return [r / TEXT_CORPORA[name].folder for r in roots]
     return [r / "imagenet" for r in roots]
 
 
@@ -331,8 +331,7 @@ def _text_splits(name: str, root: Root, info: DatasetInfo) -> tuple[Split, Split
 
 def _imagenet_splits(root: Root, info: DatasetInfo) -> tuple[Dataset, Dataset, Dataset]:
     """(train with augmentation, train without, val) ImageFolders."""
-    from torchvision import datasets
-    from torchvision import transforms as T
+    from torchvision import datasets, transforms as T
 
     place = _locate("imagenet", root)
     norm = [T.ToTensor(), T.Normalize(info.mean, info.std)]
