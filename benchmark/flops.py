@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 import methods
-from methods.base import RECURRENT_WEIGHT
 
 from .models import AttentionMatmuls
 
@@ -133,9 +132,8 @@ def recurrent_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, f
     finally:
         for hook in hooks:
             hook.remove()
-    return {f"{name}.{p}" if name else p: 2.0 * w.numel() * steps.get(name, 0)
-            for name, module in model.named_modules() if isinstance(module, nn.RNNBase)
-            for p, w in module.named_parameters(recurse=False) if RECURRENT_WEIGHT.fullmatch(p)}
+    recurrent = methods.sparse_layers(model, lambda _name, module: isinstance(module, nn.RNNBase))
+    return {name: 2.0 * w.numel() * steps.get(name.rpartition(".")[0], 0) for name, w in recurrent}
 
 
 def dense_forward(model: nn.Module, input_shape: Sequence[int]) -> float:
