@@ -21,7 +21,7 @@ from benchmark.flops import forward_flops
 from benchmark.models import CharGPT, CharGRU, build_model
 from benchmark.presets import preset_config
 from benchmark.results import run_row, summarize, summary_markdown
-from benchmark.train import train
+from benchmark.train import RunInterrupted, train
 
 FORTUNES = data_module.SYSTEM_DIRS["fortunes"][0]
 needs_fortunes = pytest.mark.skipif(not (FORTUNES / "zippy").is_file(),
@@ -190,6 +190,22 @@ def test_text_presets_train_with_exact_counts_and_report_bpc(tmp_path, monkeypat
     # export: Linear layers as CSR, recurrent matrices dense with their zeros, outputs checked on random bytes
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "model.pt")]) == 0
     assert f"{csr} sparse layer(s) as CSR" in capsys.readouterr().out
+
+
+@needs_fortunes
+def test_an_interrupted_gru_run_resumes_bit_identically(tmp_path, monkeypatch):
+    evaluated = train_module.eval_batches
+    monkeypatch.setattr(train_module, "eval_batches", lambda *a: ((x[:32], y[:32]) for x, y in evaluated(*a)))
+    cfg = preset_config("fortunes-gru", method="rigl", sparsity=0.9, steps=6, delta_t=2, log_every=1,
+                        checkpoint_every=2, train_subset=128)
+    whole = train(cfg, tmp_path / "whole")
+    with pytest.raises(RunInterrupted, match="stopped after step 3 of 6"):
+        train(cfg, tmp_path / "cut", stop_after=3)
+    resumed = train(cfg, tmp_path / "cut")
+    a, b = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "cut"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["sparsifier"]["masks"][k], b["sparsifier"]["masks"][k]) for k in a["sparsifier"]["masks"])
+    assert resumed["test_bpc"] == whole["test_bpc"] and resumed["flops"] == whole["flops"]
 
 
 def test_analysis_shows_bpc_for_language_models_lower_is_better():
