@@ -30,8 +30,8 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from . import style
 from .folder_plots import folder_records, layer_density, loss_landscape, mask_updates
 from .layout import figure_title, gid, legend, panels, percent, seeds_note, series_keys, styled
-from .runs import (group_rows, group_tag, group_title, groups, keeps_every_weight, load_paper,
-                   paper_rows, summary)
+from .runs import (LOWER_IS_BETTER, group_metric, group_rows, group_tag, group_title, groups, keeps_every_weight,
+                   load_paper, paper_rows, summary)
 from .style import save_figure
 
 __all__ = [
@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 ACCURACY_LABELS = {"test_accuracy": "test accuracy (%)", "best_test_accuracy": "best test accuracy (%)",
-                   "val_accuracy": "validation accuracy (%)"}
+                   "val_accuracy": "validation accuracy (%)",
+                   "test_bpc": "test bits per character (lower is better)"}
 FIGURES = ("train-flops", "sparsity", "inference-flops", "layer-density", "mask-updates")
 LOG_SPAN = 5.0  # a FLOP axis whose values span this factor or more is logarithmic: on a linear axis from 0 the
 #                 smallest would sit in its first fifth, and the sparse methods crowd together there
@@ -153,6 +154,11 @@ def _paper_notes(paper: pd.DataFrame) -> list[str]:
     moved = paper[paper["placement"] != ""] if "placement" in paper.columns else paper.iloc[:0]
     return [f"{style.series_label(r.method, r.distribution, r.train_multiplier, True)} at {r.sparsity:g}: "
             f"{r.placement}" for r in moved.itertuples()]
+
+
+def _measure(metric: str) -> str:
+    """What a figure's y axis measures, for its title."""
+    return "bits per character" if metric in LOWER_IS_BETTER else "accuracy"
 
 
 def _fit_y(ax: Axes, points: Sequence[_Point]) -> None:
@@ -265,9 +271,10 @@ def accuracy_vs_train_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool | Non
         panel_points.append(points)
     _flops_axes(axes)
     for ax, points in zip(axes, panel_points):
-        _fit_y(ax, points)
+        if metric not in LOWER_IS_BETTER:  # the range-fitting leaves out the lowest points: there the best
+            _fit_y(ax, points)
     legend(fig, axes, [seeds_note(summ), *dict.fromkeys(notes)])
-    figure_title(fig, title, "accuracy vs training FLOPs")
+    figure_title(fig, title, f"{_measure(metric)} vs training FLOPs")
     return fig
 
 
@@ -305,9 +312,10 @@ def accuracy_vs_sparsity(runs: pd.DataFrame, paper: pd.DataFrame | bool | None =
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel("sparsity")
     ax.set_ylabel(ACCURACY_LABELS[metric])
-    _fit_y(ax, points)
+    if metric not in LOWER_IS_BETTER:
+        _fit_y(ax, points)
     legend(fig, axes, [seeds_note(summ), *notes])
-    figure_title(fig, title, "accuracy vs sparsity")
+    figure_title(fig, title, f"{_measure(metric)} vs sparsity")
     return fig
 
 
@@ -342,9 +350,10 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
     ax.set_xlabel("inference FLOPs (× dense)")
     ax.set_ylabel(ACCURACY_LABELS[metric])
     _flops_axes(axes)
-    _fit_y(ax, points)
+    if metric not in LOWER_IS_BETTER:
+        _fit_y(ax, points)
     legend(fig, axes, [seeds_note(summ), *notes])
-    figure_title(fig, title, "accuracy vs inference FLOPs")
+    figure_title(fig, title, f"{_measure(metric)} vs inference FLOPs")
     return fig
 
 
@@ -384,7 +393,9 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
                 try:
                     if name in PLOTTERS:
                         stem, plot = PLOTTERS[name]
-                        fig = plot(subset, paper=paper_table, metric=metric)
+                        shown = group_metric(subset, metric)
+                        fig = plot(subset, paper=paper_table, metric=shown)
+                        stem = stem.replace("accuracy", "bpc") if shown in LOWER_IS_BETTER else stem
                     elif name == "layer-density":
                         stem, fig = "layer-density", layer_density(folders, title=title)
                     else:

@@ -31,11 +31,12 @@ PAPER_COLUMNS = ["dataset", "model", "method", "distribution", "train_multiplier
                  "top1_std", "train_flops_x", "test_flops_x"]
 DEFAULT_RUNS = Path("results/runs.csv")
 NUMERIC_COLUMNS = ["sparsity", "multiplier", "seed", "steps", "test_accuracy", "best_test_accuracy", "test_loss",
-                   "val_accuracy", "train_flops_multiplier", "inference_flops_multiplier", "train_flops",
+                   "val_accuracy", "test_bpc", "train_flops_multiplier", "inference_flops_multiplier", "train_flops",
                    "inference_flops", "global_density"]
 NEEDED_COLUMNS = ["run_id", "config_key", "dataset", "model", "method", "distribution", "sparsity", "multiplier",
                   "seed", "test_accuracy", "train_flops_multiplier", "inference_flops_multiplier", "settings"]
-METRICS = ("test_accuracy", "best_test_accuracy", "val_accuracy")
+METRICS = ("test_accuracy", "best_test_accuracy", "val_accuracy", "test_bpc")
+LOWER_IS_BETTER = {"test_bpc"}  # bits per character of language models: the fewer the better
 # harness name -> the paper's name, where they differ (paper-results.csv uses the paper's)
 PAPER_MODEL_NAMES = {"resnet-50": "resnet50", "lenet-5": "lenet-5-caffe"}
 PAPER_DATASET_NAMES: dict[str, str] = {}
@@ -166,6 +167,14 @@ def group_tag(dataset: str, model: str, protocol: str) -> str:
     return f"{dataset}-{model}" + (f"-{extra}" if extra else "")
 
 
+def group_metric(rows: pd.DataFrame, metric: str) -> str:
+    """The metric to show for one group's rows: bits per character for language models (rows that all have
+    `test_bpc`) when the metric asked for is the default test accuracy, else `metric`."""
+    if metric == "test_accuracy" and "test_bpc" in rows.columns and len(rows) and rows["test_bpc"].notna().all():
+        return "test_bpc"
+    return metric
+
+
 def summary(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     """benchmark.results.summarize of the runs, with `metric` (test, best test or validation accuracy)
     in the accuracy columns: mean/std over seeds per (dataset, model, method, distribution, sparsity,
@@ -173,7 +182,8 @@ def summary(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     if metric not in df.columns or df[metric].isna().all():
-        raise ValueError(f"the runs have no {metric} values (val_accuracy needs runs with --val-fraction > 0)")
+        raise ValueError(f"the runs have no {metric} values (val_accuracy needs runs with --val-fraction > 0, "
+                         "test_bpc runs on a text dataset)")
     data = df.assign(test_accuracy=df[metric])
     for column in ("seed", "wall_time_s"):
         if column not in data.columns:

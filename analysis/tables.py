@@ -10,12 +10,20 @@ from pathlib import Path
 import pandas as pd
 
 from . import style
-from .runs import group_rows, group_title, groups, keeps_every_weight, summary
+from .runs import (
+    LOWER_IS_BETTER,
+    group_rows,
+    group_title,
+    groups,
+    keeps_every_weight,
+    summary,
+)
 
 __all__ = ["TableCell", "accuracy_table", "latex_table", "markdown_table", "write_tables"]
 
 METRIC_NAMES = {"test_accuracy": "test accuracy", "best_test_accuracy": "best test accuracy",
-                "val_accuracy": "validation accuracy"}
+                "val_accuracy": "validation accuracy", "test_bpc": "test bits per character"}
+METRIC_UNITS = {"test_bpc": ""}  # others: " (%)"
 
 
 @dataclass
@@ -60,7 +68,7 @@ def _blocks(runs: pd.DataFrame, metric: str, digits: int) -> list[_Block]:
         for level in levels:
             sparse = [(k, c) for (k, lv), c in cells.items() if lv == level and k[0] not in baseline]
             if sparse:
-                top = max(round(c.mean, digits) for _, c in sparse)
+                top = (min if metric in LOWER_IS_BETTER else max)(round(c.mean, digits) for _, c in sparse)
                 for k, c in sparse:
                     if round(c.mean, digits) == top:
                         cells[(k, level)] = TableCell(**{**c.__dict__, "best": True})
@@ -105,12 +113,12 @@ def markdown_table(runs: pd.DataFrame, metric: str = "test_accuracy", digits: in
     out = []
     for b in _blocks(runs, metric, digits):
         out.append(f"### {group_title(b.dataset, b.model, b.protocol)}\n")
-        out.append(f"{METRIC_NAMES[metric].capitalize()} (%) as mean ± std over {_seeds_text(b.seeds)}; "
+        out.append(f"{METRIC_NAMES[metric].capitalize()}{METRIC_UNITS.get(metric, ' (%)')} as mean ± std over {_seeds_text(b.seeds)}; "
                    "FLOPs are multiples of the dense model's (training: whole run; inference: per sample). "
                    "Bold: best sparse result at each sparsity.\n")
         header = ["Method", "Distribution", "Mult."]
         for level in b.levels:
-            header += [f"{100 * level:g}%: accuracy", "train FLOPs", "test FLOPs"]
+            header += [f"{100 * level:g}%: {'bpc' if metric in LOWER_IS_BETTER else 'accuracy'}", "train FLOPs", "test FLOPs"]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * 3 + "---:|" * (3 * len(b.levels)))
         for key in b.rows:

@@ -22,7 +22,7 @@ import torch
 import methods
 from methods import SparsityConfig
 
-from .data import DATASETS
+from .data import DATASETS, TEXT_CORPORA
 from .models import build_model
 
 
@@ -117,6 +117,9 @@ class RunConfig(SparsityConfig):
             (0 <= self.momentum < 1, "momentum must be in [0, 1)", "momentum"),
             (self.weight_decay >= 0, "weight_decay must be >= 0", "weight_decay"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)", "label_smoothing"),
+            (not (self.label_smoothing and self.dataset in TEXT_CORPORA),
+             "label_smoothing must be 0 on a text dataset (bits per character are the plain cross-entropy)",
+             "label_smoothing"),
             (all(m >= 0 for m in self.lr_milestones), "lr_milestones must be epochs >= 0", "lr_milestones"),
             (all(m >= 0 for m in self.dense_lr_milestones), "dense_lr_milestones must be epochs >= 0",
              "dense_lr_milestones"),

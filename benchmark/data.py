@@ -26,7 +26,8 @@ Split = tuple[Tensor, Tensor] | Dataset  # (images, labels) tensors, or a Datase
 Root = str | os.PathLike | None
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}  # offline copies (Debian)
+SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],  # offline copies (Debian)
+               "fortunes": [Path("/usr/share/games/fortunes")]}
 CIFAR_PADDING = 4
 
 
@@ -56,6 +57,45 @@ DATASETS: dict[str, DatasetInfo] = {
     "imagenet": DatasetInfo(1000, (3, 224, 224), 1281167, 50000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # Random class-dependent images (already normalised); train_subset=N generates N training images.
     "synthetic-cifar10": DatasetInfo(10, (3, 32, 32), 50000, 10000, (0.0,) * 3, (1.0,) * 3, True),
+    # Text (TextCorpus): sequences of T bytes predicting the next T; 256 classes, the byte values.
+    "fortunes": DatasetInfo(256, (128,), 18075, 2008, (), ()),
+    # train_size: an estimate for planning without the files; a run takes the loaded split's count
+    "wikitext103": DatasetInfo(256, (512,), 1054000, 2500, (), ()),
+}
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """A character-level corpus: its folder and files, how to get them, and what they must hold."""
+
+    folder: str  # under a data root
+    files: tuple[str, ...]  # concatenated in this order
+    test_fraction: float  # the last fraction of the bytes is the test split (0: the `test` file is)
+    test: str = ""
+    url: str = ""  # a zip archive holding `folder` (torchvision's downloader checks its md5)
+    md5: str = ""
+    sha256: str = ""  # of the concatenated files, when they are pinned
+    fetch: str = ""  # how to install it offline
+
+
+# Debian's fortunes and fortunes-min (1:1.99.1-7.3): 2,570,797 bytes of English quotations, jokes, poems and
+# definitions, every cookie file but ascii-art, in name order; the last 10% of the bytes are the test split.
+FORTUNE_FILES = [
+    "art", "computers", "cookie", "debian", "definitions", "disclaimer", "drugs", "education", "ethnic", "food",
+    "fortunes", "goedel", "humorists", "kids", "knghtbrd", "law", "linux", "linuxcookie", "literature", "love",
+    "magic", "medicine", "men-women", "miscellaneous", "news", "paradoxum", "people", "perl", "pets",
+    "platitudes", "politics", "pratchett", "riddles", "science", "songs-poems", "sports", "startrek", "tao",
+    "translate-me", "wisdom", "work", "zippy",
+]
+TEXT_CORPORA = {
+    "fortunes": TextCorpus("fortunes", tuple(FORTUNE_FILES), 0.1,
+                           sha256="c4febaf6a1433088e17c01a9875ef2b52b2af1d0dde6751f480fdf53cb75d66c",
+                           fetch="run `bash scripts/fetch_data.sh` (or `apt-get install fortunes`)"),
+    # WikiText-103 (Merity et al. 2016); the archive's md5 is torchtext's
+    "wikitext103": TextCorpus("wikitext-103", ("wiki.train.tokens",), 0.0, test="wiki.test.tokens",
+                              url="https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip",
+                              md5="9ddaacaf6af0710eda8c456decff7832",
+                              fetch="put wiki.train.tokens and wiki.test.tokens in <data-root>/wikitext-103/"),
 }
 TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 IDX_DATASETS = ("mnist", "fashion-mnist")  # MNIST-format files: <root>/<name>/ or torchvision's <root>/<class>/raw/
@@ -136,6 +176,8 @@ def _places(name: str, roots: list[Path]) -> list[Path]:
         return [p for r in roots for p in (r / name, r / TORCHVISION_CLASSES[name] / "raw")]
     if name in CIFAR_FOLDERS:
         return [r / CIFAR_FOLDERS[name] for r in roots]
+    if name in TEXT_CORPORA:
+        return [r / TEXT_CORPORA[name].folder for r in roots]
     return [r / "imagenet" for r in roots]
 
 
@@ -144,6 +186,9 @@ def _present(name: str, place: Path) -> bool:
         return _idx_files(place) is not None
     if name == "imagenet":
         return (place / "train").is_dir() and (place / "val").is_dir()
+    if name in TEXT_CORPORA:
+        corpus = TEXT_CORPORA[name]
+        return all((place / f).is_file() for f in (*corpus.files, *filter(None, [corpus.test])))
     return place.is_dir()
 
 
@@ -170,7 +215,14 @@ def _download(name: str, roots: list[Path]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
     try:
-        getattr(torchvision.datasets, TORCHVISION_CLASSES[name])(str(root), train=True, download=True)  # both splits
+        if name in TEXT_CORPORA:
+            corpus = TEXT_CORPORA[name]
+            if not corpus.url:
+                raise OSError(f"{name} has no download")
+            torchvision.datasets.utils.download_and_extract_archive(corpus.url, str(root), md5=corpus.md5,
+                                                                    remove_finished=True)
+        else:
+            getattr(torchvision.datasets, TORCHVISION_CLASSES[name])(str(root), train=True, download=True)
     except BaseException:
         for entry in [made] if made else set(root.iterdir()) - before:
             if entry.is_dir() and not entry.is_symlink():
@@ -198,6 +250,8 @@ def _locate(name: str, root: Root) -> Path:
         except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, ...
             reason = f"download failed ({_one_line(err)})"
         fetch = "run `bash scripts/fetch_data.sh`, " if name in IDX_DATASETS else ""
+        if name in TEXT_CORPORA:
+            fetch = f"{TEXT_CORPORA[name].fetch}, "
         how = f"{fetch}pass --data-root, set SPARSEBENCH_DATA, or run on a machine with internet so torchvision can download it"
     looked = ", ".join(str(p) for p in places)
     raise DataNotFoundError(f"dataset {name!r} not found (looked in {looked}) and {reason}; to get it, {how}")
@@ -244,6 +298,35 @@ def _tensor_splits(name: str, root: Root, info: DatasetInfo, seed: int, n_synthe
                                 "delete it so that it is fetched again, or point --data-root elsewhere") from None
     return ((_normalise(x_train, 255.0, info), _labels(y_train)),
             (_normalise(x_test, 255.0, info), _labels(y_test)))
+
+
+def _sequences(data: bytes, length: int) -> Split:
+    """(inputs, targets) of consecutive non-overlapping sequences of `length` bytes and the byte after each
+    position; both are uint8 views of one (N, length + 1) tensor (`train_batches` makes batches int64)."""
+    n = (len(data) - 1) // length
+    flat = torch.frombuffer(bytearray(data[: n * length + 1]), dtype=torch.uint8)
+    windows = flat.unfold(0, length + 1, length)
+    return windows[:, :-1], windows[:, 1:]
+
+
+def _text_splits(name: str, root: Root, info: DatasetInfo) -> tuple[Split, Split]:
+    """(train, test) sequences of a text corpus (TEXT_CORPORA), its pinned checksum checked."""
+    corpus = TEXT_CORPORA[name]
+    place = _locate(name, root)
+    try:
+        data = b"".join((place / f).read_bytes() for f in corpus.files)
+        test = (place / corpus.test).read_bytes() if corpus.test else b""
+    except OSError as err:
+        raise DataNotFoundError(f"dataset {name!r} at {place} is unreadable ({_one_line(err)}); "
+                                "reinstall it or point --data-root elsewhere") from None
+    if corpus.sha256 and hashlib.sha256(data).hexdigest() != corpus.sha256:
+        raise DataNotFoundError(f"dataset {name!r} at {place} is not the pinned corpus ({len(data)} bytes, another "
+                                f"SHA-256); {corpus.fetch} to get the version this suite pins")
+    if not corpus.test:
+        cut = len(data) - round(corpus.test_fraction * len(data))
+        data, test = data[:cut], data[cut:]
+    length = info.input_shape[0]
+    return _sequences(data, length), _sequences(test, length)
 
 
 def _imagenet_splits(root: Root, info: DatasetInfo) -> tuple[Dataset, Dataset, Dataset]:
@@ -300,6 +383,9 @@ def load_dataset(name: str, root: Root = None, *, val_fraction: float = 0.0,
         info = dataclasses.replace(info, mean=(0.0,) * len(info.mean), std=(1.0,) * len(info.std))
     if name == "imagenet":
         train, val_source, test = _imagenet_splits(root, info)
+    elif name in TEXT_CORPORA:
+        train, test = _text_splits(name, root, info)
+        val_source = train
     else:
         # synthetic data: generate no more than the hold-out and train_subset keep
         n_synthetic = info.train_size if train_subset is None else math.ceil(train_subset / (1 - val_fraction))
@@ -357,6 +443,11 @@ def _loader_batches(dataset: Dataset, batch_size: int, order: list[int] | None, 
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
+def _indices(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """A batch with byte-valued (uint8) text sequences as int64 token ids and targets; others unchanged."""
+    return (x.long(), y.long()) if x.dtype == torch.uint8 else (x, y)
+
+
 def train_batches(bundle: DataBundle, batch_size: int, seed: int, start_step: int = 0, drop_last: bool = True,
                   num_workers: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Endless training batches (x, y) on the bundle's device, from step `start_step` on.
@@ -384,7 +475,7 @@ def train_batches(bundle: DataBundle, batch_size: int, seed: int, start_step: in
         for x, y in batches:
             if bundle.augment:
                 x = crop_flip(x, _keyed_generator("augment", seed, step))
-            yield x, y
+            yield _indices(x, y)
             step += 1
         epoch, first = epoch + 1, 0
 
@@ -402,4 +493,4 @@ def eval_batches(bundle: DataBundle, split: str = "test", batch_size: int = 1000
         yield from _loader_batches(data, batch_size, None, num_workers, bundle.device)
     else:
         x, y = data
-        yield from zip(x.split(batch_size), y.split(batch_size))
+        yield from map(_indices, x.split(batch_size), y.split(batch_size))

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.base import layer_module
+
 FORMAT = "sparsebench.sparse-model/1"
 
 
@@ -157,8 +159,8 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, convs: bool
     model = copy.deepcopy(model) if copy_model else model
     model.eval()
     for name, mask in masks.items():
-        layer = model.get_submodule(name)
-        if bool(mask.all()):
+        layer, _ = layer_module(model, name)
+        if bool(mask.all()) or isinstance(layer, nn.RNNBase):  # recurrent matrices stay masked-dense
             continue
         if semi_structured and SemiStructuredLinear.supports(layer, mask):
             _set_module(model, name, SemiStructuredLinear(layer, mask))
@@ -169,12 +171,23 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, convs: bool
     return model
 
 
+def _weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The weight of sparse layer `name` (a Linear/Conv module, or a recurrent matrix)."""
+    module, parameter = layer_module(model, name)
+    return getattr(module, parameter)
+
+
+def _weight_key(model: nn.Module, name: str) -> str:
+    """The state_dict key of sparse layer `name`'s weight."""
+    return f"{name}.weight" if layer_module(model, name)[1] == "weight" else name
+
+
 def masked_dense(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """A copy of `model` in eval mode with masked-out weights set to zero (the reference for sparse outputs)."""
     model = copy.deepcopy(model).eval()
     with torch.no_grad():
         for name, mask in masks.items():
-            weight = model.get_submodule(name).weight
+            weight = _weight(model, name)
             weight.masked_fill_(~mask.to(device=weight.device, dtype=torch.bool), 0)
     return model
 
@@ -213,18 +226,18 @@ def export_sparse(source: str | os.PathLike, path: str | os.PathLike) -> dict[st
 
     model, masks, meta = load_run(source)
     sparse_names = [n for n, m in masks.items() if not bool(m.all())
-                    and isinstance(model.get_submodule(n), (nn.Linear, nn.Conv2d))]
+                    and isinstance(layer_module(model, n)[0], (nn.Linear, nn.Conv2d))]
     layers = {}
     for name in sparse_names:
-        weight = model.get_submodule(name).weight
+        weight = _weight(model, name)
         csr = _csr(weight, masks[name])
         layers[name] = {"crow_indices": csr.crow_indices().clone(), "col_indices": csr.col_indices().clone(),
                         "values": csr.values().clone(), "shape": list(weight.shape)}
-    skip = {f"{n}.weight" for n in sparse_names}
+    skip = {_weight_key(model, n) for n in sparse_names}
     dense = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in skip}
-    # a masked layer that stays dense (Conv1d/3d...) is stored with its zeros
+    # a masked layer that stays dense (Conv1d/3d, recurrent matrices...) is stored with its zeros
     for name, mask in masks.items():
-        key = f"{name}.weight"
+        key = _weight_key(model, name)
         if key in dense:
             dense[key] = dense[key].masked_fill(~mask, 0)
     payload = {"format": FORMAT, **meta, "dense": dense, "sparse": layers}
@@ -314,7 +327,11 @@ def run(args: argparse.Namespace) -> int:
     model, masks, meta = load_run(args.source)
     reference = masked_dense(model, masks)
     loaded = load_sparse(args.out)
-    x = torch.randn(args.batch_size, *meta["input_shape"], generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    if len(meta["input_shape"]) == 1:  # a language model: random byte sequences
+        x = torch.randint(meta["num_classes"], (args.batch_size, *meta["input_shape"]), generator=generator)
+    else:
+        x = torch.randn(args.batch_size, *meta["input_shape"], generator=generator)
     with torch.no_grad():
         diff = (loaded(x) - reference(x)).abs().max().item()
     dense_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())

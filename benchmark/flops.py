@@ -38,7 +38,10 @@ from torch import nn
 
 import methods
 
-COUNTED_MODULES = (nn.Linear, nn.modules.conv._ConvNd)
+from .models import AttentionMatmuls
+
+# modules whose forward FLOPs are counted (attention's QK^T and AV matmuls are dense work of their own module)
+COUNTED_MODULES = (nn.Linear, nn.modules.conv._ConvNd, AttentionMatmuls)
 
 
 # ----- measuring forward FLOPs ------------------------------------------------------------
@@ -60,6 +63,8 @@ def _example_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor
     """A zero batch of one sample on the model's device, in its floating dtype."""
     tensors = [*model.parameters(), *model.buffers()]
     device = tensors[0].device if tensors else torch.device("cpu")
+    if any(isinstance(m, nn.Embedding) for m in model.modules()):  # a language model: token ids
+        return torch.zeros(1, *input_shape, device=device, dtype=torch.long)
     dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
     return torch.zeros(1, *input_shape, device=device, dtype=dtype)
 
@@ -101,11 +106,34 @@ def forward_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, flo
     """
     with _eval_mode(model), torch.no_grad(), _quiet():
         by_module = _analysis(model, input_shape).by_module()
-    return {
+    flops = {
         name: 2.0 * float(by_module.get(name, 0))
         for name, module in model.named_modules()
         if isinstance(module, COUNTED_MODULES)
     }
+    return {**flops, **recurrent_flops(model, input_shape)}
+
+
+def recurrent_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """Per-sample forward FLOPs of every recurrent matrix (weight_ih_l*, weight_hh_l* of nn.GRU/LSTM/RNN), by
+    sparse layer name ("gru.weight_hh_l0"): 2 FLOPs per weight per time step, every gate's rows included
+    (a GRU's matrices stack its 3 gates, an LSTM's 4), for the time steps of one forward pass of one zero
+    sample. The gates' elementwise work (sigmoid, tanh, products) and biases are left out like activations."""
+    steps: dict[str, int] = {}
+    hooks = [module.register_forward_hook(
+        lambda m, inputs, _out, name=name: steps.__setitem__(name, steps.get(name, 0)
+                                                             + inputs[0].shape[1 if m.batch_first else 0]))
+        for name, module in model.named_modules() if isinstance(module, nn.RNNBase)]
+    if not hooks:
+        return {}
+    try:
+        with _eval_mode(model), torch.no_grad():
+            model(_example_input(model, input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    recurrent = methods.sparse_layers(model, lambda _name, module: isinstance(module, nn.RNNBase))
+    return {name: 2.0 * w.numel() * steps.get(name.rpartition(".")[0], 0) for name, w in recurrent}
 
 
 def dense_forward(model: nn.Module, input_shape: Sequence[int]) -> float:

@@ -12,9 +12,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 
+import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck, ResNet
+
+from .data import TEXT_CORPORA
 
 Shape = tuple[int, int, int]
 WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
@@ -229,6 +232,103 @@ class MobileNetV2(nn.Module):
 
 
 MOBILENETS = {"1": MobileNetV1, "2": MobileNetV2}
+# ----- character-level language models: input (batch, T) byte ids, output (batch, vocabulary, T) scores -----
+#
+# Scores come with the classes on dim 1, nn.CrossEntropyLoss's layout for a K-dimensional target, so the
+# training loop's loss and accuracy need no change: the target is the (batch, T) next characters.
+
+
+def _text_shape(name: str, input_shape: tuple[int, ...]) -> int:
+    """The sequence length of a text dataset's input shape (T,); ValueError for an image shape."""
+    if len(input_shape) != 1:
+        raise ValueError(f"{name} is a character-level language model and takes a text dataset "
+                         f"({', '.join(TEXT_CORPORA)}), got input shape {tuple(input_shape)}")
+    return input_shape[0]
+
+
+class CharGRU(nn.Module):
+    """Embedding, a stacked GRU and a two-layer readout (Linear, ReLU, Linear to the vocabulary)."""
+
+    def __init__(self, vocab: int, embedding: int, hidden: int, readout: int, layers: int = 1):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embedding)
+        self.gru = nn.GRU(embedding, hidden, num_layers=layers, batch_first=True)
+        self.readout = nn.Linear(hidden, readout)
+        self.relu = nn.ReLU()
+        self.output = nn.Linear(readout, vocab)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.gru(self.embedding(x))
+        return self.output(self.relu(self.readout(h))).transpose(1, 2)
+
+
+def char_gru(embedding: int, hidden: int, readout: int, layers: int, num_classes: int, input_shape: tuple[int, ...],
+             width: float = 1.0) -> nn.Module:
+    """A GRU character model with every size times width (embedding, GRU state, readout)."""
+    _text_shape("char-gru", input_shape)
+    return CharGRU(num_classes, scaled(embedding, width), scaled(hidden, width), scaled(readout, width), layers)
+
+
+class AttentionMatmuls(nn.Module):
+    """Causal scaled dot-product attention of (batch, heads, T, d) queries, keys and values: the QK^T and AV
+    matmuls, a module of their own so the FLOP counter charges them (always dense work)."""
+
+    def __init__(self, length: int):
+        super().__init__()
+        self.register_buffer("future", torch.ones(length, length, dtype=torch.bool).triu(1), persistent=False)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        t = q.shape[-2]
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        scores = scores.masked_fill(self.future[:t, :t], float("-inf"))
+        return torch.matmul(scores.softmax(-1), v)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: causal multi-head attention and a 4x MLP, each with a residual."""
+
+    def __init__(self, dim: int, heads: int, length: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attention = AttentionMatmuls(length)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.gelu = nn.GELU()
+        self.fc2 = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        x = x + self.proj(self.attention(q, k, v).transpose(1, 2).reshape(b, t, d))
+        return x + self.fc2(self.gelu(self.fc1(self.norm2(x))))
+
+
+class CharGPT(nn.Module):
+    """A GPT-style character model: token and learned position embeddings, pre-norm blocks, a final norm
+    and a Linear head to the vocabulary."""
+
+    def __init__(self, vocab: int, length: int, dim: int, heads: int, layers: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, dim)
+        self.position = nn.Embedding(length, dim)
+        self.blocks = nn.Sequential(*[Block(dim, heads, length) for _ in range(layers)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, x: Tensor) -> Tensor:
+        positions = torch.arange(x.shape[1], device=x.device)
+        h = self.blocks(self.embedding(x) + self.position(positions))
+        return self.head(self.norm(h)).transpose(1, 2)
+
+
+def char_gpt(dim: int, heads: int, layers: int, num_classes: int, input_shape: tuple[int, ...],
+             width: float = 1.0) -> nn.Module:
+    """A CharGPT whose model dimension is times width, rounded to a multiple of the heads."""
+    length = _text_shape("char-gpt", input_shape)
+    return CharGPT(num_classes, length, heads * max(1, round(dim * width / heads)), heads, layers)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -238,7 +338,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet-50": resnet_50,
     "mobilenet-v1": MobileNetV1,  # mobilenet-vN-A: width multiplier A, see build_model
     "mobilenet-v2": MobileNetV2,
+    # RigL section 4.2's character model (embedding 128, GRU state 512, readout 256) and a CPU-sized one
+    "char-gru": partial(char_gru, 128, 512, 256, 1),
+    "char-gru-small": partial(char_gru, 32, 128, 64, 1),
+    "char-gpt": partial(char_gpt, 256, 8, 6),  # dimension 256, 8 heads, 6 blocks
+    "char-gpt-tiny": partial(char_gpt, 64, 4, 2),
 }
+TEXT_MODELS = ("char-gru", "char-gru-small", "char-gpt", "char-gpt-tiny")
 
 
 def glorot_init(model: nn.Module) -> nn.Module:
@@ -257,6 +363,8 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], 
     if width <= 0:
         raise ValueError(f"width must be > 0 (1.0 is the full model; use e.g. 0.5 for half the channels), got {width}")
     if name in MODELS:
+        if len(input_shape) == 1 and name not in TEXT_MODELS:
+            raise ValueError(f"{name} takes images; a text dataset takes {', '.join(TEXT_MODELS)}")
         return MODELS[name](num_classes, tuple(input_shape), width)
     if match := WRN_PATTERN.fullmatch(name):
         return WideResNet(int(match[1]), int(match[2]), num_classes, tuple(input_shape), width)

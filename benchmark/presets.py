@@ -72,6 +72,21 @@ def _snfs_mnist() -> dict[str, Any]:
                 alpha=0.5)
 
 
+def _paper_char_lm() -> dict[str, Any]:
+    """Section 4.2's character-level GRU on WikiText-103 (model `char-gru`: embedding 128, GRU state 512,
+    readout 256; Adam), as recalled from the paper: the reference code's rigl/rnn/ was not at hand to check
+    the schedule against."""
+    steps = 200000
+    return dict(dataset="wikitext103", model="char-gru", steps=steps, batch_size=32, optimizer="adamw", lr=7e-4,
+                weight_decay=0.0, distribution="uniform", dense_first=False, delta_t=100, t_end=0.75,
+                gmp_start=0.1, gmp_stop=0.75, gmp_every=1000, log_every=500, eval_every=10000, epochs=0)
+
+
+# CPU-sized character models on Debian's fortunes corpus (T = 128 bytes): minutes per run on one thread.
+_FORTUNES_LM = dict(dataset="fortunes", steps=1500, batch_size=32, optimizer="adamw", lr=3e-3, weight_decay=0.0,
+                    distribution="uniform", dense_first=False, delta_t=50, t_end=0.75, gmp_every=50, log_every=50,
+                    eval_every=500, epochs=0)
+
 PRESETS: dict[str, dict[str, Any]] = {
     "fashion-mnist-lenet300": dict(dataset="fashion-mnist", model="lenet-300-100", epochs=10, batch_size=100,
                                    lr=0.1, weight_decay=5e-4, lr_milestones=(5, 7.5), lr_gamma=0.1,
@@ -88,6 +103,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "imagenet-resnet50": _paper_imagenet(),
     "imagenet-mobilenet-v1": _paper_mobilenet("mobilenet-v1"),
     "imagenet-mobilenet-v2": _paper_mobilenet("mobilenet-v2"),
+    "wikitext103-gru": _paper_char_lm(),
+    "fortunes-gru": {**_FORTUNES_LM, "model": "char-gru-small"},
+    "fortunes-gpt": {**_FORTUNES_LM, "model": "char-gpt-tiny"},
 }
 PRESET_NOTES = {
     "fashion-mnist-lenet300": "CPU-sized: 10 epochs, SGD 0.1 decayed x0.1 at epochs 5 and 7.5, ERK (= ER for an "
@@ -108,6 +126,12 @@ PRESET_NOTES = {
                              "MobileNet lr (8 warm-up epochs, x0.1 at 40/75/95); stem and depthwise convs dense; "
                              "--model mobilenet-v1-A for width A (big-sparse: 1.98 at 75%); needs an ImageFolder root",
     "imagenet-mobilenet-v2": "the same for MobileNet-v2 (expansion 6)",
+    "wikitext103-gru": "section 4.2's character-level GRU (embedding 128, state 512, readout 256) on WikiText-103, "
+                       "Adam, uniform sparsity over the GRU and readout matrices; bits per character",
+    "fortunes-gru": "CPU-sized character GRU (state 128) on Debian's fortunes corpus: 1500 Adam steps of 32 x 128 "
+                    "bytes; bits per character",
+    "fortunes-gpt": "CPU-sized GPT-style character model (2 blocks, dimension 64, 4 heads) on the fortunes corpus, "
+                    "its Linear layers sparse, attention matmuls dense; 1500 Adam steps",
 }
 DEFAULT_PRESET = "fashion-mnist-lenet300"
 

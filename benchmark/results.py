@@ -1,6 +1,6 @@
 """runs.csv (one row per finished run), its aggregation over seeds, and run folders as a DataFrame.
 
-Schema 2 (README "Results"): every row carries `config_key`, the hash of `settings` (a JSON object of
+Schema 3 (README "Results"; 3 added `test_bpc`): every row carries `config_key`, the hash of `settings` (a JSON object of
 every setting that can change the result except the seed), readable copies of the settings that
 tell protocols apart, and `code`, the fingerprint of the training code that produced it. Rows are
 averaged only with rows of the same key; a row is appended at most once per run id.
@@ -25,7 +25,7 @@ import methods
 from .config import RunConfig, settings_json
 from .files import RERUN, read_json, read_run_config
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # settings copied into their own columns, so a reader tells protocols apart without parsing `settings`
 SETTING_COLUMNS = [
     "lr", "epochs", "batch_size", "optimizer", "momentum", "nesterov", "weight_decay", "label_smoothing",
@@ -35,7 +35,7 @@ SETTING_COLUMNS = [
 RUN_COLUMNS = [
     "run_id", "config_key", "preset", "dataset", "model", "method", "distribution", "sparsity", "multiplier", "seed",
     *SETTING_COLUMNS,
-    "steps", "test_accuracy", "best_test_accuracy", "test_loss", "val_accuracy",
+    "steps", "test_accuracy", "best_test_accuracy", "test_loss", "val_accuracy", "test_bpc",
     "train_flops_multiplier", "inference_flops_multiplier", "train_flops", "inference_flops",
     "dense_forward_flops", "init_flops", "pretrain_flops", "global_density", "active_params", "total_params", "width",
     "wall_time_s", "steps_per_s", "device", "world_size", "torch", "commit", "code", "settings", "schema_version",
@@ -73,6 +73,7 @@ def run_row(cfg: RunConfig, metrics: dict[str, Any], device: str, world_size: in
         "steps": metrics["steps"],
         "test_accuracy": metrics["test_accuracy"], "best_test_accuracy": metrics["best_test_accuracy"],
         "test_loss": metrics["test_loss"], "val_accuracy": metrics["val_accuracy"],
+        "test_bpc": metrics.get("test_bpc"),
         "train_flops_multiplier": flops["train_multiplier"], "inference_flops_multiplier": flops["inference_multiplier"],
         "train_flops": flops["train_flops"], "inference_flops": flops["sparse_forward"],
         "dense_forward_flops": flops["dense_forward"], "init_flops": flops["init_flops"],
@@ -271,14 +272,14 @@ def protocol_labels(df: pd.DataFrame) -> pd.Series:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of accuracy and FLOP multipliers per (dataset, model, method, distribution,
+    """Mean and std over seeds of accuracy (and of bits per character where runs have it) and FLOP multipliers per (dataset, model, method, distribution,
     sparsity, multiplier) and config key: rows of different settings are never averaged; where a group
     has several keys, or a (dataset, model) several protocols, `protocol` names the settings that differ
     (a `protocol` column of `df`, labelled over more rows, is kept as it is).
     Diverged runs are left out of the means and counted in `diverged`."""
     check_unique(df)
     bad = diverged(df)
-    kept = ["test_accuracy", "train_flops_multiplier", "inference_flops_multiplier"]
+    kept = ["test_accuracy", "test_bpc", "train_flops_multiplier", "inference_flops_multiplier"]
     df = df.assign(**{c: df[c].where(~bad) for c in kept if c in df.columns}, diverged=bad,
                    protocol=df["protocol"] if "protocol" in df.columns else protocol_labels(df))
     keys = [*GROUP_COLUMNS, "protocol", "config_key"]
@@ -287,6 +288,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         diverged=("diverged", "sum"),
         test_accuracy_mean=("test_accuracy", "mean"),
         test_accuracy_std=("test_accuracy", "std"),
+        **({"test_bpc_mean": ("test_bpc", "mean"), "test_bpc_std": ("test_bpc", "std")}
+           if "test_bpc" in df.columns and df["test_bpc"].notna().any() else {}),
         train_flops_multiplier=("train_flops_multiplier", "mean"),
         inference_flops_multiplier=("inference_flops_multiplier", "mean"),
         wall_time_s=("wall_time_s", "mean"),
@@ -295,17 +298,27 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    """The summary as a Markdown table: accuracy as mean +- std (n seeds), FLOP multipliers beside it."""
-    lines = ["| dataset | model | method | distribution | sparsity | x | test accuracy (%) | train FLOPs | "
-             "inference FLOPs | seeds |", "|" + "---|" * 10]
+    """The summary as a Markdown table: accuracy as mean +- std (n seeds), FLOP multipliers beside it, and a
+    bits-per-character column where some rows are language models'."""
+    bpc = "test_bpc_mean" in summary.columns
+    lines = ["| dataset | model | method | distribution | sparsity | x | test accuracy (%) | "
+             + ("test bpc | " if bpc else "") + "train FLOPs | inference FLOPs | seeds |",
+             "|" + "---|" * (11 if bpc else 10)]
     for r in summary.itertuples():
         std = "" if pd.isna(r.test_accuracy_std) else f" ± {r.test_accuracy_std:.2f}"
         accuracy, train, inference = ("–", "–", "–") if not r.seeds else (
             f"{r.test_accuracy_mean:.2f}{std}", f"{r.train_flops_multiplier:.3f}x", f"{r.inference_flops_multiplier:.3f}x")
+        bits = ""
+        if bpc:
+            bits = "– | " if pd.isna(r.test_bpc_mean) else f"{r.test_bpc_mean:.3f}{_std(r.test_bpc_std, 3)} | "
         method = f"{r.method} ({r.protocol})" if r.protocol else r.method
         lines.append(f"| {r.dataset} | {r.model} | {method} | {r.distribution} | {r.sparsity:g} | {r.multiplier:g} "
-                     f"| {accuracy} | {train} | {inference} | {r.seeds}{_diverged_text(r.diverged)} |")
+                     f"| {accuracy} | {bits}{train} | {inference} | {r.seeds}{_diverged_text(r.diverged)} |")
     return "\n".join(lines) + "\n"
+
+
+def _std(value: float, digits: int) -> str:
+    return "" if pd.isna(value) else f" ± {value:.{digits}f}"
 
 
 def _diverged_text(count: int) -> str:

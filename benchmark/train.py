@@ -36,7 +36,7 @@ from .checkpoints import CheckpointError, checkpoint_file, load_checkpoint, load
 from .checkpoints import save_atomic
 from .claim import claim
 from .config import RunConfig
-from .data import DATASETS, eval_batches, load_dataset, steps_per_epoch, train_batches
+from .data import DATASETS, TEXT_CORPORA, eval_batches, load_dataset, steps_per_epoch, train_batches
 from .distributed import resolve_device
 from .files import RERUN, read_json, write_text_atomic
 from .flops import FlopCounter, FlopSummary, forward_flops, plan
@@ -78,7 +78,8 @@ def lr_factor(cfg: RunConfig, epoch_steps: int) -> Callable[[int], float]:
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, criterion, amp: bool = False) -> tuple[float, float]:
     """(mean loss, accuracy in %) of `model` in eval mode over `batches` (e.g. `eval_batches(data, "test")`):
-    the one evaluation of the harness and its experiments."""
+    the one evaluation of the harness and its experiments. Each target element is one prediction (a language
+    model's (batch, T) targets: per character)."""
     was_training = model.training
     model.eval()
     loss = torch.zeros(())
@@ -87,9 +88,9 @@ def evaluate(model: nn.Module, batches, criterion, amp: bool = False) -> tuple[f
     for x, y in batches:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(x)
-        loss += criterion(out.float(), y).float().cpu() * len(y)
+        loss += criterion(out.float(), y).float().cpu() * y.numel()
         correct += (out.argmax(1) == y).sum().cpu()
-        seen += len(y)
+        seen += y.numel()
     model.train(was_training)
     if not seen:
         raise ValueError("no batches to evaluate on")
@@ -210,8 +211,7 @@ def plan_run(cfg: RunConfig) -> FlopSummary:
     if train_size < cfg.batch_size:  # as training would (steps_per_epoch)
         raise ValueError(f"batch size {cfg.batch_size} exceeds the {train_size} training examples of {cfg.dataset}")
     epoch_steps = train_size // cfg.batch_size
-    init = ([(torch.randn(2, *info.input_shape), torch.zeros(2, dtype=torch.long))]
-            if cfg.method_class.needs_init_batches else [])
+    init = [_planning_batch(cfg.dataset)] if cfg.method_class.needs_init_batches else []
     run = setup_run(cfg, info.num_classes, info.input_shape, epoch_steps, torch.device("cpu"), init)
     summary = plan(run.sparsifier, run.counter, run.reference_steps,
                    snip_init_samples=cfg.snip_batches * cfg.batch_size if init else 0, batch_size=cfg.batch_size)
@@ -223,6 +223,15 @@ def plan_run(cfg: RunConfig) -> FlopSummary:
                                   run.sparsifier.planned_counts(run.total_steps), run.reference_steps, summary.steps,
                                   batch_size=cfg.batch_size)
     return with_pretraining(summary, pretrain)
+
+
+def _planning_batch(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of 2 random inputs (images, or byte sequences of a text dataset) and zero targets for SNIP's
+    plan-time scoring."""
+    shape = DATASETS[dataset].input_shape
+    if dataset in TEXT_CORPORA:
+        return torch.randint(256, (2, *shape)), torch.zeros(2, *shape, dtype=torch.long)
+    return torch.randn(2, *shape), torch.zeros(2, dtype=torch.long)
 
 
 def with_pretraining(summary: FlopSummary, per_sample: float) -> FlopSummary:
@@ -348,9 +357,9 @@ class Loop:
                 if info.stepped:  # the lr follows optimizer steps (an update iteration may replace one)
                     scheduler.step()
                 flops.step(info)
-                loss_sum += loss.detach().float() * len(y)
+                loss_sum += loss.detach().float() * y.numel()  # per prediction: a sample, or a character
                 correct += (out.argmax(1) == y).sum()
-                state.seen += len(y)
+                state.seen += y.numel()
                 step = t + 1
                 state.step, state.elapsed = step, time.perf_counter() - started
                 if info.updated and cfg.check_replicas:
@@ -458,6 +467,7 @@ def final_metrics(cfg: RunConfig, sparsifier: methods.Sparsifier, flops, state: 
         "test_accuracy": test_acc,
         "best_test_accuracy": state.best,
         "test_loss": test_loss,
+        "test_bpc": test_loss / math.log(2) if cfg.dataset in TEXT_CORPORA else None,
         "val_accuracy": val_acc,
         "val_loss": val_loss,
         "steps": step,

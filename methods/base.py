@@ -9,6 +9,7 @@ initial mask and, if it is dynamic, when and how its masks change.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,7 +24,9 @@ from .selection import group_top, keyed_generator, random_mask, topk_indices
 if TYPE_CHECKING:
     from .config import SparsityConfig
 
-SPARSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+SPARSE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
+# A recurrent layer's sparse matrices: input-to-hidden and hidden-to-hidden weights of every layer and direction
+RECURRENT_WEIGHT = re.compile(r"weight_(ih|hh)_l\d+(_reverse)?")
 LayerFilter = Callable[[str, nn.Module], bool]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -61,7 +64,7 @@ def is_depthwise(module: nn.Module) -> bool:
 
 
 def default_layer(_name: str, module: nn.Module) -> bool:
-    """The default sparse layers: every conv/linear weight except depthwise convolutions."""
+    """The default sparse modules: conv, linear and recurrent ones, except depthwise convolutions."""
     return isinstance(module, SPARSE_MODULES) and not is_depthwise(module)
 
 
@@ -82,14 +85,35 @@ def structured_methods() -> list[str]:
 
 
 def sparse_layers(model: nn.Module, include: LayerFilter | None = None) -> list[tuple[str, nn.Parameter]]:
-    """(module name, weight) of every layer to sparsify: conv/linear weights except depthwise ones
-    (`default_layer`), or those `include` accepts."""
+    """(name, weight) of every layer to sparsify: conv/linear weights except depthwise ones (`default_layer`)
+    by module name, and each weight_ih_l*/weight_hh_l* matrix of a recurrent module (nn.GRU, nn.LSTM, nn.RNN) by
+    parameter name ("gru.weight_hh_l0"); `include(module name, module)` picks the modules instead of the default."""
     accept = include or default_layer
-    return [
-        (name, module.weight)
-        for name, module in model.named_modules()
-        if isinstance(getattr(module, "weight", None), nn.Parameter) and accept(name, module)
-    ]
+    layers = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.RNNBase):
+            if accept(name, module):
+                layers += [(f"{name}.{p}" if name else p, w) for p, w in module.named_parameters(recurse=False)
+                           if RECURRENT_WEIGHT.fullmatch(p)]
+        elif isinstance(getattr(module, "weight", None), nn.Parameter) and accept(name, module):
+            layers.append((name, module.weight))
+    return layers
+
+
+def layer_module(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """(module, parameter name) of sparse layer `name` of `model`: (the Linear/Conv, "weight"), or
+    (the recurrent module, "weight_hh_l0") for a recurrent matrix."""
+    parent, _, last = name.rpartition(".")
+    if RECURRENT_WEIGHT.fullmatch(last):
+        owner = model.get_submodule(parent) if parent else model
+        if isinstance(owner, nn.RNNBase):
+            return owner, last
+    return model.get_submodule(name), "weight"
+
+
+def is_recurrent(name: str) -> bool:
+    """Whether sparse layer `name` is a recurrent matrix (weight_ih_l*/weight_hh_l* of an RNN module)."""
+    return bool(RECURRENT_WEIGHT.fullmatch(name.rpartition(".")[2]))
 
 
 class Sparsifier:
@@ -275,8 +299,15 @@ class Sparsifier:
     # ----- what a method supplies -------------------------------------------------------
 
     def target_counts(self) -> list[int]:
-        """Final active count per layer, from the distribution (or the given masks' counts)."""
-        return self.config.layer_counts([w.shape for w in self.weights])
+        """Final active count per layer, from the distribution (or the given masks' counts). A recurrent
+        matrix left without any active weight is an error: its recurrence would carry nothing."""
+        counts = self.config.layer_counts([w.shape for w in self.weights])
+        for name, count, size in zip(self.names, counts, self.sizes):
+            if count == 0 and is_recurrent(name):
+                raise ValueError(f"distribution {self.config.distribution} at sparsity {self.config.sparsity:g} leaves "
+                                 f"recurrent matrix {name} no active weight (of {size}); use distribution erk or a "
+                                 "lower sparsity")
+        return counts
 
     def initial_masks(self, init_batches: list[Batch]) -> list[torch.Tensor]:
         """Masks at step 0; by default exactly `targets[i]` positions chosen uniformly at random (under N:M

@@ -26,8 +26,9 @@ def ticket_masks(model: nn.Module, trained: Mapping[str, torch.Tensor], config: 
     layer (the counts every method targets); ties broken by a keyed draw."""
     layers = sparse_layers(model, include)
     counts = config.layer_counts([w.shape for _, w in layers])
-    return {name: topk_mask(trained[f"{name}.weight"].abs(), k, keyed_generator(config.seed, 0, i, "lottery"))
-            for i, ((name, _), k) in enumerate(zip(layers, counts))}
+    keys = {id(p): key for key, p in model.named_parameters()}  # each sparse weight's state_dict key
+    return {name: topk_mask(trained[keys[id(w)]].abs(), k, keyed_generator(config.seed, 0, i, "lottery"))
+            for i, ((name, w), k) in enumerate(zip(layers, counts))}
 
 
 class LotteryTicket:

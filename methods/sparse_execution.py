@@ -121,8 +121,9 @@ class SparseKernels(MaskedDense):
         super().__init__(sparsifier)
         s = sparsifier
         n = len(s.weights)
-        self.modules = [s.model.get_submodule(name) for name in s.names]
         from .base import Sparsifier as Base
+        from .base import layer_module
+        self.modules = [layer_module(s.model, name)[0] for name in s.names]
         self.method_writes_weights = type(s).after_optimizer_step is not Base.after_optimizer_step
         self.eligible = [type(m) in (nn.Linear, SparseKernelLinear) and w.is_contiguous() and w.dim() == 2
                          and not self.method_writes_weights for m, w in zip(self.modules, s.weights)]

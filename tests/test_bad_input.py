@@ -67,6 +67,7 @@ BAD_RUN_FLAGS = [
     (["--deepr-l1", "-1"], "deepr_l1 must be >= 0"),
     (["--model", "wrn-10-0"], "widen factor must be >= 1"),
     (["--model", "lenet-5"], "lenet-5 needs images of at least 16x16"),  # digits are 8x8
+    (["--model", "char-gru-small"], "char-gru is a character-level language model and takes a text dataset"),
     (["--workers", "0"], "--workers must be >= 1"),
     (["--cpus-per-run", "-1"], "--cpus-per-run must be a number > 0"),
     (["--out", ""], "--out is empty; pass a folder"),
@@ -87,7 +88,7 @@ def test_a_bad_run_flag_leaves_a_missing_out_missing(tmp_path, capsys, args, mes
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args,message", [BAD_RUN_FLAGS[i] for i in (0, 5, 12, 30, 31)])
+@pytest.mark.parametrize("args,message", [BAD_RUN_FLAGS[i] for i in (0, 5, 12, 31, 32)])
 def test_a_bad_run_flag_leaves_an_existing_out_byte_identical(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     assert main(["run", *QUICK, "--out", str(out)]) == 0
