@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .deepr import DeepRSettings
-from .dsr import DSRSettings
-from .dynamic import SNFSSettings
-from .execution import ExecutionSettings
-from .fixed import SnipSettings
-from .gmp import GMPSettings
-from .settings import DropGrowSettings, LayerSettings
+from .settings import (
+    DeepRSettings,
+    DropGrowSettings,
+    DSRSettings,
+    ExecutionSettings,
+    GMPSettings,
+    LayerSettings,
+    SNFSSettings,
+    SnipSettings,
+)
 
 
 @dataclass
