@@ -35,6 +35,9 @@ class RunLogger:
     def finish(self, metrics: dict[str, Any]) -> None:
         """The run's final metrics (FLOP counters included); closes the logger."""
 
+    def close(self) -> None:
+        """Flush and close (also after an interruption or an error; closing twice is harmless)."""
+
 
 def _scalars(row: dict[str, Any]) -> dict[str, float]:
     """The finite numbers of a row other than its step."""
@@ -56,17 +59,20 @@ class TensorBoardLogger(RunLogger):
     row's step, and `final/<metric>` at the last step; written with tensorboard's own event writer."""
 
     def __init__(self, folder: Path, run_id: str, settings: dict[str, Any]):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-        self.writer = EventFileWriter(str(folder))
-        self.step = 0
-        self._text("settings", f"{run_id}\n\n" + "\n".join(f"    {k} = {v}" for k, v in sorted(settings.items())))
+        self.folder, self.writer, self.step = folder, None, 0
+        self.header = f"{run_id}\n\n" + "\n".join(f"    {k} = {v}" for k, v in sorted(settings.items()))
 
     def _event(self, summary, step: int) -> None:
+        """Write one event; the event file (with the settings as text) is made with the first one, so a run
+        that fails before its first log row leaves no file."""
         import time
 
         from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+        if self.writer is None:
+            self.writer = EventFileWriter(str(self.folder))
+            self._text("settings", self.header)
         self.writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
 
     def _text(self, tag: str, text: str) -> None:
@@ -87,7 +93,12 @@ class TensorBoardLogger(RunLogger):
     def finish(self, metrics: dict[str, Any]) -> None:
         for key, value in _final(metrics).items():
             self._scalar(f"final/{key}", value, self.step)
-        self.writer.close()
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class WandbLogger(RunLogger):
@@ -106,7 +117,12 @@ class WandbLogger(RunLogger):
 
     def finish(self, metrics: dict[str, Any]) -> None:
         self.run.summary.update({f"final/{k}": v for k, v in _final(metrics).items()})
-        self.run.finish()
+        self.close()
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
 
 
 def make_logger(name: str, out: Path, run_id: str, settings: dict[str, Any], group: str) -> RunLogger:

@@ -153,6 +153,8 @@ def _run_one(cfg: RunConfig, out: Path, position: int | None, rerun_stale: bool 
             metrics = train(cfg, folder, progress, logger=tracker)
         finally:
             bar.close()
+            if tracker is not None:
+                tracker.close()
         outcome.row = run_row(cfg, metrics, str(resolve_device(cfg.device)), replicas.world_size)
         if replicas.main:
             append_row(runs_csv, outcome.row)
@@ -205,7 +207,7 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
     Every run trains with its own `threads` setting, so results do not depend on the executor.
     `logger` (none, tensorboard, wandb) also sends each run's logs to that experiment tracker.
     Messages go through `report` (default `tqdm.write`, which never writes over the progress bars);
-    "done" lines count the runs (`[3/12]`), which is the progress where no bar is drawn (no terminal).
+    "done" lines count the runs (`done <run id> (3/12): ...`): the progress where no bar is drawn.
     Returns the rows of the runs trained here.
     """
     replicas = distributed.current()
@@ -246,7 +248,7 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
                 continue
             row = outcome.row
             trained.append(row)
-            say(f"[{count}/{len(todo)}] done {row['run_id']}: test accuracy {row['test_accuracy']:.2f}%, train FLOPs "
+            say(f"done {row['run_id']} ({count}/{len(todo)}): test accuracy {row['test_accuracy']:.2f}%, train FLOPs "
                 f"{row['train_flops_multiplier']:.3f}x, inference FLOPs {row['inference_flops_multiplier']:.3f}x, "
                 f"{row['wall_time_s']:.0f}s" + ("" if math.isfinite(row["test_loss"]) else
                                                 f"; diverged (training loss not finite) and stopped after step "
