@@ -1,5 +1,5 @@
 """SparsityConfig: the settings of every method in one dataclass (the harness's flags), joined from the
-settings all methods share (`methods.settings`) and each method's own (in its module)."""
+settings all methods share and each method's own (all in `methods.settings`, importable without torch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

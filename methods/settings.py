@@ -1,7 +1,8 @@
-"""Settings dataclasses: the base every concern's settings extend, and the settings all methods share
-(which weights are sparse and how sparse, the drop/grow schedule). A method's own knobs live in a
-settings class in its module; `methods.config.SparsityConfig` joins them, and the harness makes a
-command-line flag of every field.
+"""Settings dataclasses: the base every concern's settings extend, the settings all methods share
+(which weights are sparse and how sparse, the drop/grow schedule) and each method's own knobs (one
+class per method or concern: SNFS, GMP, SNIP, DSR, DeepR, the execution). They live here, without
+torch, so that the command line lists and checks settings without importing it;
+`methods.config.SparsityConfig` joins them, and the harness makes a command-line flag of every field.
 
 `Settings.validate()` is the one place settings are checked: every field's type (numbers finite),
 then the `checks()` of every settings class the object is made of.
