@@ -203,8 +203,8 @@ def test_tensorboard_logger_holds_the_csv_logs_and_flops(tmp_path, capsys):
     argv = ["run", "--preset", "digits-lenet300", "--methods", "rigl", "--steps", "30", "--delta-t", "10",
             "--out", str(tmp_path)]
     assert benchmark_cli.main([*argv, "--logger", "tensorboard"]) == 0
-    capsys.readouterr()
     run_id = preset_config("digits-lenet300", method="rigl", sparsity=0.9, steps=30, delta_t=10).run_id()
+    assert f"done {run_id} (1/1): test accuracy" in capsys.readouterr().out
     folder = tmp_path / "runs" / run_id  # the logger is no setting: the run is named as without it
     events = EventAccumulator(str(tmp_path / "tensorboard" / run_id))
     events.Reload()
