@@ -215,11 +215,16 @@ def _grid(args: argparse.Namespace) -> tuple[str, str, str, list[int], dict[str,
     from .settings_file import grid_text, read_settings
     from .sweep import parse_seeds
 
-    grid, settings = read_settings(args.config) if args.config else ({}, {})
-    preset = args.preset or grid.get("preset") or DEFAULT_PRESET
-    names = args.methods or grid_text(grid, "methods") or DEFAULT_METHODS
-    sparsity = args.sparsity or grid_text(grid, "sparsity") or DEFAULT_SPARSITY
-    seeds = [args.seed] if args.seed is not None else parse_seeds(args.seeds or grid_text(grid, "seeds") or "1")
+    grid, settings = read_settings(args.config) if args.config is not None else ({}, {})
+
+    def pick(flag: str | None, key: str, default: str) -> str:
+        """The flag if given (even empty: that is an error of its own), else the file's value, else `default`."""
+        return flag if flag is not None else grid_text(grid, key) or default
+
+    preset = pick(args.preset, "preset", DEFAULT_PRESET)
+    names = pick(args.methods, "methods", DEFAULT_METHODS)
+    sparsity = pick(args.sparsity, "sparsity", DEFAULT_SPARSITY)
+    seeds = [args.seed] if args.seed is not None else parse_seeds(pick(args.seeds, "seeds", "1"))
     return preset, names, sparsity, seeds, {**settings, **overrides_from(args)}
 
 

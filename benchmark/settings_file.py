@@ -75,6 +75,8 @@ def read_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(grid keys, RunConfig settings) of settings file `path`: a flat table of settings, or a run's
     config.json (its `config` object). ValueError naming the file and the fix for an unknown key or a
     value of the wrong type; ranges are checked with the rest of the run's settings."""
+    if not str(path).strip():
+        raise ValueError("--config is empty; pass a TOML, YAML or JSON file of settings, or a run's config.json")
     path = Path(path)
     content = _parse(path)
     if isinstance(content, dict) and isinstance(content.get("config"), dict) and "config_key" in content:

@@ -194,6 +194,16 @@ def test_bad_config_file_is_one_error_line(tmp_path, capsys, name, text, message
     assert not out.exists()
 
 
+def test_empty_grid_flags_are_errors_not_the_file_or_defaults(tmp_path, capsys):
+    toml = tmp_path / "grid.toml"
+    toml.write_text('methods = "rigl"\nseeds = 2\n')
+    for flag, message in [("--methods", "no methods given"), ("--seeds", "--seeds takes a count"),
+                          ("--config", "--config is empty")]:
+        argv = ["run", *QUICK, "--config", str(toml), flag, ""]
+        assert benchmark_cli.main(argv) == 2
+        assert message in one_error_line(capsys)
+
+
 # ---- experiment loggers ----
 
 def test_tensorboard_logger_holds_the_csv_logs_and_flops(tmp_path, capsys):
