@@ -4,27 +4,53 @@
     python -m analysis table --runs results/runs.csv --out results/tables
     python -m analysis landscape RUN_A RUN_B --out results/landscape [--restart-from RUN]  (runs experiments/)
 
-The same functions back the notebooks in notebooks/.
+The same functions back the notebooks in notebooks/. They are imported on first use (pandas and
+matplotlib take a second), so that the command line's --help stays fast.
 """
-from benchmark.logs import read_log
+from __future__ import annotations
 
-from . import plots, style, tables
-from .runs import (
-    find_run_dirs,
-    group_rows,
-    group_title,
-    groups,
-    load_paper,
-    load_runs,
-    paper_rows,
-    read_landscape,
-    read_restart,
-    read_run,
-    run_dirs_for,
-    runs_files,
-    select,
-    summary,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what `__getattr__` imports on first use
+    from benchmark.logs import read_log
+
+    from . import plots, style, tables
+    from .runs import (
+        find_run_dirs,
+        group_rows,
+        group_title,
+        groups,
+        load_paper,
+        load_runs,
+        paper_rows,
+        read_landscape,
+        read_restart,
+        read_run,
+        run_dirs_for,
+        runs_files,
+        select,
+        summary,
+    )
+
+_RUNS = ("find_run_dirs", "group_rows", "group_title", "groups", "load_paper", "load_runs", "paper_rows",
+         "read_landscape", "read_restart", "read_run", "run_dirs_for", "runs_files", "select", "summary")
+_LAZY = {"read_log": "benchmark.logs", **{name: f"{__name__}.runs" for name in _RUNS}}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a function's module (or a submodule such as `plots`) on first use."""
+    path = _LAZY.get(name, f"{__name__}.{name}")
+    try:
+        module = importlib.import_module(path)
+    except ModuleNotFoundError as err:
+        if err.name != path:
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(module, name) if name in _LAZY else module
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "find_run_dirs",
@@ -46,4 +72,3 @@ __all__ = [
     "summary",
     "tables",
 ]
-

@@ -1,5 +1,6 @@
-"""`python -m analysis {plot,table,claims,landscape}`: figures, tables and loss landscapes from the results
-the benchmark writes. Bad input ends with one `error: ...` line on stderr and exit code 2."""
+"""`python -m analysis {plot,table,claims,landscape}` (also `sparsebench plot`, ...): figures, tables and
+loss landscapes from the results the benchmark writes. Bad input ends with one `error: ...` line on
+stderr and exit code 2. A command's flags, and the libraries it needs, are loaded when it is used."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmark.files import check_out_dir, read_json
 from benchmark.parser import Parser
-
-from .runs import DEFAULT_RUNS, METRICS
 
 DEFAULT_FIGURES = "results/figures"
 DEFAULT_TABLES = "results/tables"
@@ -18,6 +16,8 @@ DEFAULT_LANDSCAPE = "results/landscape"
 
 
 def _add_runs_flags(p: argparse.ArgumentParser) -> None:
+    from .runs import DEFAULT_RUNS, METRICS
+
     p.add_argument("--runs", default=None, metavar="CSV",
                    help=f"runs CSV written by `python -m benchmark run` (default {DEFAULT_RUNS}; a results folder "
                         "holding runs.csv, or a quoted glob pattern such as 'results/*/runs.csv', works too)")
@@ -31,24 +31,60 @@ def _add_runs_flags(p: argparse.ArgumentParser) -> None:
                    help="accuracy column to report (default test_accuracy: the final test accuracy)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m analysis",
+def build_parser(prog: str = "python -m analysis") -> argparse.ArgumentParser:
+    """The parser of every command; each command's flags are added when it is used (`Parser.complete`)."""
+    parser = Parser(prog=prog,
                      description="Figures, tables and loss landscapes from sparsebench results "
                                  "(runs.csv and run folders written by `python -m benchmark run`).")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    plot = sub.add_parser(
+    sub.add_parser(
         "plot", help="accuracy vs training FLOPs / sparsity / inference FLOPs, layer densities, mask updates",
         description="Draw the figures of a sweep, one set per (dataset, model): accuracy (mean over seeds, std "
                     "error bars) against the training-FLOPs multiplier (one panel per sparsity), against sparsity "
                     "and against the inference-FLOPs multiplier, with the dense baseline as a band; per-layer "
                     "densities and mask-update dynamics from the run folders. Files are "
-                    "<figure>-<dataset>-<model>.<format> in --out.")
+                    "<figure>-<dataset>-<model>.<format> in --out.",
+        arguments=_plot_arguments)
+
+    sub.add_parser(
+        "table", help="mean ± std per method, distribution, multiplier and sparsity (Markdown and LaTeX)",
+        description="Write table.md and table.tex (booktabs) to --out and print the Markdown: one row per "
+                    "(method, distribution, multiplier), per sparsity the accuracy as mean ± std over seeds with "
+                    "the training and inference FLOP multipliers beside it, the best sparse accuracy of each "
+                    "sparsity in bold (dense is the reference and is never bold).",
+        arguments=_table_arguments)
+
+    sub.add_parser(
+        "claims", help="the paper's claims checked one by one (reproduced / contradicted / inconclusive)",
+        description="Compare methods on a runs CSV (Welch's t-test per sparsity on the seeds' test accuracies, "
+                    "Holm-corrected across a claim's sparsities; reproduced, contradicted, inconclusive or too few "
+                    "seeds) and, with --landscape, the loss-landscape claims; print a Markdown table (one per "
+                    "dataset, model and protocol).",
+        arguments=_claims_arguments)
+
+    sub.add_parser(
+        "landscape", help="loss along the line and Bezier curves between two solutions; restart experiment",
+        description="Linear interpolation between two checkpoints of the same model (coefficients --range, "
+                    "default -0.2..1.2 in 29 points) and quadratic Bezier curves whose control point is trained "
+                    "to minimise the loss along the curve, restricted to the union of the two masks "
+                    "(bezier-sparse) or not (bezier-dense). At each point: training loss on a fixed subset of "
+                    "the training set and test accuracy; batch-norm statistics are re-estimated on that subset "
+                    "when the model has batch norm. Writes landscape.csv, landscape.json and the figure "
+                    "landscape.<format> to --out; with --restart-from, also trains rigl and static from that "
+                    "solution (the harness's --init-from) into --out/restart/ and plots their training loss.",
+        arguments=_landscape_arguments)
+    return parser
+
+
+def _plot_arguments(plot: argparse.ArgumentParser, _argv) -> None:
+    from .plots import FIGURES
+
     _add_runs_flags(plot)
     plot.add_argument("--out", default=DEFAULT_FIGURES, help=f"folder for the figures (default {DEFAULT_FIGURES})")
     plot.add_argument("--formats", default="pdf,png", help="comma list of pdf, png, svg (default pdf,png)")
     plot.add_argument("--figures", default="all", metavar="A,B",
-                      help="comma list of train-flops, sparsity, inference-flops, layer-density, mask-updates "
+                      help=f"comma list of {', '.join(FIGURES)}: each file's name starts with its figure's "
                            "(default all)")
     plot.add_argument("--paper", action="store_true",
                       help="overlay the paper's numbers (analysis/data/paper-results.csv) where dataset and model "
@@ -60,37 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also redraw DIR's loss-landscape figure (landscape.<format>) from its landscape.csv, "
                            "landscape.json and restart/restart.csv, without training anything")
 
-    table = sub.add_parser(
-        "table", help="mean ± std per method, distribution, multiplier and sparsity (Markdown and LaTeX)",
-        description="Write table.md and table.tex (booktabs) to --out and print the Markdown: one row per "
-                    "(method, distribution, multiplier), per sparsity the accuracy as mean ± std over seeds with "
-                    "the training and inference FLOP multipliers beside it, the best sparse accuracy of each "
-                    "sparsity in bold (dense is the reference and is never bold).")
+
+def _table_arguments(table: argparse.ArgumentParser, _argv) -> None:
     _add_runs_flags(table)
     table.add_argument("--out", default=DEFAULT_TABLES, help=f"folder for table.md and table.tex "
                                                              f"(default {DEFAULT_TABLES})")
     table.add_argument("--digits", type=int, default=2, help="decimals of accuracies (default 2)")
 
-    claims = sub.add_parser(
-        "claims", help="the paper's claims checked one by one (reproduced / contradicted / inconclusive)",
-        description="Compare methods on a runs CSV (Welch's t-test per sparsity on the seeds' test accuracies, "
-                    "Holm-corrected across a claim's sparsities; reproduced, contradicted, inconclusive or too few "
-                    "seeds) and, with --landscape, the loss-landscape claims; print a Markdown table (one per "
-                    "dataset, model and protocol).")
+
+def _claims_arguments(claims: argparse.ArgumentParser, _argv) -> None:
     _add_runs_flags(claims)
     claims.add_argument("--landscape", default=None, metavar="DIR",
                         help="a folder written by `python -m analysis landscape` (with restart/ if run)")
 
-    land = sub.add_parser(
-        "landscape", help="loss along the line and Bezier curves between two solutions; restart experiment",
-        description="Linear interpolation between two checkpoints of the same model (coefficients --range, "
-                    "default -0.2..1.2 in 29 points) and quadratic Bezier curves whose control point is trained "
-                    "to minimise the loss along the curve, restricted to the union of the two masks "
-                    "(bezier-sparse) or not (bezier-dense). At each point: training loss on a fixed subset of "
-                    "the training set and test accuracy; batch-norm statistics are re-estimated on that subset "
-                    "when the model has batch norm. Writes landscape.csv, landscape.json and the figure "
-                    "landscape.<format> to --out; with --restart-from, also trains rigl and static from that "
-                    "solution (the harness's --init-from) into --out/restart/ and plots their training loss.")
+
+def _landscape_arguments(land: argparse.ArgumentParser, _argv) -> None:
     land.add_argument("start", help="first solution (coefficient 0): a run folder or its checkpoint.pt")
     land.add_argument("end", help="second solution (coefficient 1): a run folder or its checkpoint.pt")
     land.add_argument("--out", default=DEFAULT_LANDSCAPE, help=f"output folder (default {DEFAULT_LANDSCAPE})")
@@ -125,7 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="methods restarted (default rigl,static; any of static, set, snfs, rigl)")
     land.add_argument("--restart-lr", type=float, default=0.0, help="lr of the restarted runs (default: the run's)")
     land.add_argument("--formats", default="pdf,png", help="figure formats (default pdf,png)")
-    return parser
 
 
 def _csv_list(text: str | None) -> list[str] | None:
@@ -133,7 +152,7 @@ def _csv_list(text: str | None) -> list[str] | None:
 
 
 def _load(args: argparse.Namespace):
-    from .runs import find_run_dirs, load_runs, run_dirs_for, select
+    from .runs import DEFAULT_RUNS, find_run_dirs, load_runs, run_dirs_for, select
 
     if args.runs == "" or "" in (args.run_dirs or []):
         raise ValueError("--runs or --run-dirs is empty; pass a runs.csv, a results folder or run folders")
@@ -148,6 +167,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    from benchmark.files import check_out_dir
+
     from . import plots, style
     from .runs import load_paper
 
@@ -172,6 +193,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def _landscape_tables(folder: Path, with_restart: bool = True) -> tuple:
     """(landscape.csv, restart/restart.csv if `with_restart` and it is there, else None, the two endpoints'
     method names) of a `python -m analysis landscape` folder, read and checked before anything is drawn."""
+    from benchmark.files import read_json
+
     from .runs import read_landscape, read_restart
 
     how = "pass a folder written by `python -m analysis landscape`"
@@ -194,6 +217,8 @@ def _landscape_figure(tables: tuple, out: Path, formats: list[str]) -> list[Path
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    from benchmark.files import check_out_dir
+
     from . import tables
 
     if args.digits < 0:
@@ -212,6 +237,7 @@ def cmd_landscape(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
 
     from benchmark.data import DATASETS
+    from benchmark.files import check_out_dir
     from experiments import landscape, restart
 
     from . import style
@@ -268,9 +294,9 @@ def cmd_claims(args: argparse.Namespace) -> int:
 COMMANDS = {"plot": cmd_plot, "table": cmd_table, "claims": cmd_claims, "landscape": cmd_landscape}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m analysis") -> int:
     """Parse and dispatch; errors in the input end with one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -49,7 +49,11 @@ __all__ = [
 ACCURACY_LABELS = {"test_accuracy": "test accuracy (%)", "best_test_accuracy": "best test accuracy (%)",
                    "val_accuracy": "validation accuracy (%)",
                    "test_bpc": "test bits per character (lower is better)"}
-FIGURES = ("train-flops", "sparsity", "inference-flops", "layer-density", "mask-updates")
+# each figure's name is the start of its files' names (<figure>-<dataset>-<model>.<format>)
+FIGURES = ("accuracy-vs-train-flops", "accuracy-vs-sparsity", "accuracy-vs-inference-flops", "layer-density",
+           "mask-updates")
+FIGURE_ALIASES = {"train-flops": "accuracy-vs-train-flops", "sparsity": "accuracy-vs-sparsity",
+                  "inference-flops": "accuracy-vs-inference-flops"}  # the earlier names, still accepted
 LOG_SPAN = 5.0  # a FLOP axis whose values span this factor or more is logarithmic: on a linear axis from 0 the
 #                 smallest would sit in its first fifth, and the sparse methods crowd together there
 SQUEEZE = 3.0  # points whose showing would stretch the y range the others need more than this are left out of it,
@@ -358,9 +362,9 @@ def accuracy_vs_inference_flops(runs: pd.DataFrame, paper: pd.DataFrame | bool |
 
 
 PLOTTERS = {
-    "train-flops": ("accuracy-vs-train-flops", accuracy_vs_train_flops),
-    "sparsity": ("accuracy-vs-sparsity", accuracy_vs_sparsity),
-    "inference-flops": ("accuracy-vs-inference-flops", accuracy_vs_inference_flops),
+    "accuracy-vs-train-flops": accuracy_vs_train_flops,
+    "accuracy-vs-sparsity": accuracy_vs_sparsity,
+    "accuracy-vs-inference-flops": accuracy_vs_inference_flops,
 }
 
 
@@ -374,6 +378,7 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
     a note through `report`. Files are named <figure>-<dataset>-<model>.<format>, with the protocol's
     settings after the model where the runs of a dataset and model have several protocols.
     """
+    figures = [FIGURE_ALIASES.get(f, f) for f in figures]
     unknown = [f for f in figures if f not in FIGURES]
     if unknown:
         raise ValueError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
@@ -392,14 +397,13 @@ def make_figures(runs: pd.DataFrame, run_dirs: Sequence[str | Path] = (), out: s
             for name in figures:
                 try:
                     if name in PLOTTERS:
-                        stem, plot = PLOTTERS[name]
                         shown = group_metric(subset, metric)
-                        fig = plot(subset, paper=paper_table, metric=shown)
-                        stem = stem.replace("accuracy", "bpc") if shown in LOWER_IS_BETTER else stem
+                        fig = PLOTTERS[name](subset, paper=paper_table, metric=shown)
+                        stem = name.replace("accuracy", "bpc") if shown in LOWER_IS_BETTER else name
                     elif name == "layer-density":
-                        stem, fig = "layer-density", layer_density(folders, title=title)
+                        stem, fig = name, layer_density(folders, title=title)
                     else:
-                        stem, fig = "mask-updates", mask_updates(folders, title=title)
+                        stem, fig = name, mask_updates(folders, title=title)
                 except ValueError as err:
                     report(f"skipped {name} for {title}: {err}")
                     continue

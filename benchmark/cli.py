@@ -1,29 +1,31 @@
-"""`python -m benchmark {run,list,summarize,flops,perf,export}`: the suite's command line.
+"""`python -m benchmark {run,list,summarize,flops,perf,export,migrate}`: the suite's command line
+(also `sparsebench <command>`, see benchmark.console).
 
 Every `RunConfig` field is a flag of `run` and `flops` (`--delta-t`, `--t-end`, ...); a flag
-given overrides the preset, a flag left out keeps the preset's value.
+given overrides the preset (and `run --config FILE`), a flag left out keeps the preset's value.
+`--help` and `list` import no torch: a command's flags are added when it is used, and the heavy
+modules are imported inside the commands that need them.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
 import sys
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import methods
 
-from . import distributed, export, migrate, perf
+from .catalog import DATASETS, MODEL_FAMILIES, MODEL_NAMES
 from .config import RunConfig
-from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS, preset_config
-from .data import DATASETS
-from .files import check_numbers, check_out_dir, replace_atomic, write_text_atomic
-from .flops import extra_flops
-from .models import MODEL_FAMILIES, MODELS, build_model
+from .loggers import LOGGERS
 from .parser import Parser
+from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS
 
 GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds/--seed, --preset
 DEFAULT_METHODS = "dense,static,snip,gmp,set,rigl"
@@ -31,6 +33,12 @@ DEFAULT_SPARSITY = "0.9"
 # runs.csv columns `summarize` groups or averages on: each cell must be a number
 SUMMARY_NUMBERS = ["sparsity", "multiplier", "seed", "test_accuracy", "test_loss", "train_flops_multiplier",
                    "inference_flops_multiplier", "wall_time_s"]
+# commands whose module imports torch: (module with add_parser(subparsers) and run(args), one-line help)
+LAZY_COMMANDS = {
+    "perf": ("benchmark.perf", "measure training-step overhead, memory and real sparse-kernel inference speed"),
+    "export": ("benchmark.export", "write a run's final sparse model with CSR weights, for inference"),
+    "migrate": ("benchmark.migrate", "upgrade a results folder to the current runs.csv schema and settings keys"),
+}
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -40,16 +48,35 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def add_config_flags(parser: argparse.ArgumentParser, skip: set[str]) -> None:
-    """One flag per RunConfig field; defaults are not applied here (the preset supplies them)."""
+def readable(value: Any) -> str:
+    """A setting as a person reads it: 6 significant digits, lists comma-separated, empty as `none`."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, tuple | list):
+        return ",".join(map(readable, value)) or "none"
+    return str(value) or "none"
+
+
+def preset_in(argv: Sequence[str]) -> str:
+    """The known preset named by `--preset` in `argv`, else the default one (for what --help shows)."""
+    for flag, value in zip(argv, [*argv[1:], ""]):
+        name = value if flag == "--preset" else flag.partition("=")[2] if flag.startswith("--preset=") else None
+        if name is not None:
+            return name if name in PRESETS else DEFAULT_PRESET
+    return DEFAULT_PRESET
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: set[str], preset: str = DEFAULT_PRESET) -> None:
+    """One flag per RunConfig field, its help showing the value `preset` uses; defaults are not applied
+    here (the preset supplies them)."""
     hints = typing.get_type_hints(RunConfig)
-    defaults = RunConfig()
-    group = parser.add_argument_group("run settings (override the preset)")
+    values = RunConfig(**PRESETS[preset])
+    group = parser.add_argument_group(f"run settings (defaults: what preset {preset} uses; a flag overrides it)")
     for f in dataclasses.fields(RunConfig):
         if f.name in skip:
             continue
         kind = hints[f.name]
-        help_text = f.metadata.get("help", "") + f" (default {getattr(defaults, f.name)!r})"
+        help_text = f.metadata.get("help", "") + f" (default {readable(getattr(values, f.name))})"
         flag = "--" + f.name.replace("_", "-")
         if kind in (bool, bool | None):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
@@ -65,21 +92,16 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="python -m benchmark",
-        description="Train sparse networks (RigL, SET, SNFS, SNIP, static, GMP, dense, small-dense) side by side, "
-                    "count their FLOPs, and write results CSVs.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="train a grid of (method, sparsity, seed) runs",
-                         description="Train every (method, sparsity, seed) of the grid; finished runs are skipped, "
-                                     "interrupted ones resume from their checkpoint.")
-    run.add_argument("--preset", default=DEFAULT_PRESET, help=f"settings to start from (default {DEFAULT_PRESET}); "
+def _run_arguments(run: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    run.add_argument("--preset", default=None, help=f"settings to start from (default {DEFAULT_PRESET}); "
                      "see `python -m benchmark list`")
-    run.add_argument("--methods", default=DEFAULT_METHODS,
+    run.add_argument("--config", default=None, metavar="FILE",
+                     help="settings from a TOML, YAML or JSON file, or a run's config.json (its `config` object): "
+                          "RunConfig fields (delta_t or delta-t) and the grid's preset, methods, sparsity, seeds; "
+                          "the flags given here override it")
+    run.add_argument("--methods", default=None,
                      help=f"comma list or 'all' (default {DEFAULT_METHODS}); dense runs once, at sparsity 0")
-    run.add_argument("--sparsity", default=DEFAULT_SPARSITY, help="comma list of sparsities in [0, 1) (default 0.9)")
+    run.add_argument("--sparsity", default=None, help=f"comma list of sparsities in [0, 1) (default {DEFAULT_SPARSITY})")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", default=None, help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
     seeds.add_argument("--seed", type=int, default=None, help="exactly one seed N (--seeds N means the N seeds 0..N-1)")
@@ -96,18 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun-stale", action="store_true",
                      help="train again the runs whose row or checkpoint other training code wrote (their old row "
                           "and files are kept in runs.stale.csv and stale/)")
-    run.add_argument("--dry-run", action="store_true", help="print the grid and its planned FLOPs; train nothing")
-    add_config_flags(run, GRID_FIELDS)
+    run.add_argument("--dry-run", action="store_true", help="print the grid, its planned FLOPs and totals; train nothing")
+    run.add_argument("--logger", choices=LOGGERS, default="none",
+                     help="also log every run to TensorBoard (<out>/tensorboard/<run id>/) or Weights & Biases "
+                          "(<out>/wandb/; WANDB_MODE=offline needs no account); needs the extra of that name "
+                          "(pip install -e '.[tensorboard]'); not a setting of the runs (default none)")
+    add_config_flags(run, GRID_FIELDS, preset_in(argv))
 
-    sub.add_parser("list", help="presets, models, datasets and methods with their defaults")
 
-    summarize = sub.add_parser("summarize", help="mean +- std over seeds of a runs.csv, as a table, CSV and Markdown")
-    summarize.add_argument("--runs", default="results/runs.csv", help="runs CSV (default results/runs.csv)")
-    summarize.add_argument("--out", default=None, help="folder for summary.csv and summary.md (default: beside --runs)")
-
-    flops = sub.add_parser("flops", help="training and inference FLOPs of a run, without training or data",
-                           description="Step the method's schedule on the model's shapes and print its FLOPs and "
-                                       "multipliers (the paper's accounting: multiply-add = 2 FLOPs, conv/linear only).")
+def _flops_arguments(flops: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     flops.add_argument("--preset", default=DEFAULT_PRESET, help=f"default {DEFAULT_PRESET}")
     flops.add_argument("--method", default="rigl", help="method name (default rigl)")
     flops.add_argument("--sparsity", type=float, default=0.9, help="default 0.9")
@@ -115,10 +134,46 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_argument("--extra", action="store_true",
                        help="also report, separately, the forward FLOPs the paper leaves out (batch norm, "
                             "activations, pooling, additions) of the dense model")
-    add_config_flags(flops, GRID_FIELDS)
-    perf.add_parser(sub)
-    export.add_parser(sub)
-    migrate.add_parser(sub)
+    add_config_flags(flops, GRID_FIELDS, preset_in(argv))
+
+
+class _Into:
+    """Stands in for `add_subparsers()` so that a module's `add_parser(subparsers)` fills a parser that
+    exists already (made lazily, with its one-line help from LAZY_COMMANDS)."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+    def add_parser(self, _name: str, **settings: Any) -> argparse.ArgumentParser:
+        for key, value in settings.items():
+            setattr(self.parser, key, value)
+        return self.parser
+
+
+def _module_arguments(module: str) -> Any:
+    return lambda parser, _argv: importlib.import_module(module).add_parser(_Into(parser))
+
+
+def build_parser(prog: str = "python -m benchmark") -> argparse.ArgumentParser:
+    """The parser of every command; each command's flags are added when it is used (`Parser.complete`)."""
+    parser = Parser(
+        prog=prog,
+        description="Train sparse networks (RigL, SET, SNFS, SNIP, static, GMP, dense, small-dense) side by side, "
+                    "count their FLOPs, and write results CSVs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="train a grid of (method, sparsity, seed) runs", arguments=_run_arguments,
+                   description="Train every (method, sparsity, seed) of the grid; finished runs are skipped, "
+                               "interrupted ones resume from their checkpoint.")
+    sub.add_parser("list", help="presets (with the values they set), models, datasets, methods and their defaults")
+    summarize = sub.add_parser("summarize", help="mean +- std over seeds of a runs.csv, as a table, CSV and Markdown")
+    summarize.add_argument("--runs", default="results/runs.csv", help="runs CSV (default results/runs.csv)")
+    summarize.add_argument("--out", default=None, help="folder for summary.csv and summary.md (default: beside --runs)")
+    sub.add_parser("flops", help="training and inference FLOPs of a run, without training or data",
+                   arguments=_flops_arguments,
+                   description="Step the method's schedule on the model's shapes and print its FLOPs and "
+                               "multipliers (the paper's accounting: multiply-add = 2 FLOPs, conv/linear only).")
+    for name, (module, help_text) in LAZY_COMMANDS.items():
+        sub.add_parser(name, help=help_text, arguments=_module_arguments(module))
     return parser
 
 
@@ -154,40 +209,58 @@ def _check_executor(args: argparse.Namespace) -> None:
             raise ValueError(message)
 
 
+def _grid(args: argparse.Namespace) -> tuple[str, str, str, list[int], dict[str, Any]]:
+    """(preset, methods, sparsities, seeds, overrides) of `run`: the flags given, then `--config FILE`,
+    then the defaults."""
+    from .settings_file import grid_text, read_settings
+    from .sweep import parse_seeds
+
+    grid, settings = read_settings(args.config) if args.config is not None else ({}, {})
+
+    def pick(flag: str | None, key: str, default: str) -> str:
+        """The flag if given (even empty: that is an error of its own), else the file's value, else `default`."""
+        return flag if flag is not None else grid_text(grid, key) or default
+
+    preset = pick(args.preset, "preset", DEFAULT_PRESET)
+    names = pick(args.methods, "methods", DEFAULT_METHODS)
+    sparsity = pick(args.sparsity, "sparsity", DEFAULT_SPARSITY)
+    seeds = [args.seed] if args.seed is not None else parse_seeds(pick(args.seeds, "seeds", "1"))
+    return preset, names, sparsity, seeds, {**settings, **overrides_from(args)}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Check every setting, the device and --out before any folder is made, then train the grid."""
-    from .sweep import dry_run_table, expand_grid, parse_seeds, run_sweep
-    from .results import read_runs, summarize, summary_markdown
-    from .distributed import resolve_device
+    from tqdm.auto import tqdm
 
-    seeds = [args.seed] if args.seed is not None else parse_seeds("1" if args.seeds is None else args.seeds)
-    configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), seeds,
-                          **overrides_from(args))
+    from . import distributed
+    from .distributed import resolve_device
+    from .files import check_out_dir
+    from .loggers import check_logger
+    from .results import read_runs, summarize, summary_markdown
+    from .sweep import expand_grid, run_sweep
+
+    preset, names, sparsity_text, seeds, overrides = _grid(args)
+    configs = expand_grid(preset, _methods(names), _sparsities(sparsity_text), seeds, **overrides)
     _check_executor(args)
+    check_logger(args.logger)
     replicas = distributed.setup(configs[0].device)
     if replicas.parallel and (args.workers > 1 or args.executor != "local"):
         raise ValueError("under torchrun every process trains the same run: use --workers 1 --executor local")
-    say = print if replicas.main else (lambda *_: None)
+    say = tqdm.write if replicas.main else (lambda *_: None)
     out = Path(args.out)
     if args.dry_run:
-        import pandas as pd
-
-        table = pd.DataFrame(dry_run_table(configs))
-        columns = ["run_id", "method", "distribution", "sparsity", "seed", "steps", "train_multiplier",
-                   "inference_multiplier", "train_flops"]
-        print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        return 0
+        return _dry_run(configs)
     resolve_device(configs[0].device)
     if replicas.main:
         check_out_dir(args.out)
     sparsity = (f"layer sparsity {','.join(f'{v:g}' for v in configs[0].layer_sparsity)}"
-                if configs[0].layer_sparsity else f"sparsity {args.sparsity}")
-    say(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, {sparsity}, "
+                if configs[0].layer_sparsity else f"sparsity {sparsity_text}")
+    say(f"{len(configs)} run(s): preset {preset}, methods {names}, {sparsity}, "
         f"seeds {','.join(map(str, seeds))}; results in {out}/runs.csv"
         + (f"; data-parallel over {replicas.world_size} processes" if replicas.parallel else ""))
     run_sweep(configs, out, args.workers, say, executor=args.executor, ray_address=args.ray_address,
               cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, retries=args.retries,
-              rerun_stale=args.rerun_stale)
+              rerun_stale=args.rerun_stale, logger=args.logger)
     if replicas.main:
         ids = {c.run_id() for c in configs}
         df = read_runs(out / "runs.csv")
@@ -198,27 +271,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(configs: list[RunConfig]) -> int:
+    """The grid with each run's planned steps and FLOPs (distribution as runs.csv writes it), then totals."""
+    import pandas as pd
+
+    from .sweep import dry_run_table
+
+    table = pd.DataFrame(dry_run_table(configs))
+    columns = ["run_id", "method", "distribution", "sparsity", "seed", "steps", "train_multiplier",
+               "inference_multiplier", "train_flops"]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"total: {len(table)} run(s), {table.steps.sum()} steps, {table.train_flops.sum():.4g} training FLOPs "
+          "(no time estimate: step times are not known before a run)")
+    return 0
+
+
 def cmd_list(_: argparse.Namespace) -> int:
-    print("presets (python -m benchmark run --preset NAME):")
+    """Presets with the values they set, names, and method defaults: imports no torch."""
+    print("presets (python -m benchmark run --preset NAME; `run --preset NAME --help` shows every value it uses):")
     for name, settings in PRESETS.items():
         print(f"  {name:24s} {PRESET_NOTES[name]}")
-        print("      " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    print("\nmodels:   " + ", ".join(MODELS))
+        print("      " + ", ".join(f"{k}={readable(v)}" for k, v in settings.items()))
+    print("\nmodels:   " + ", ".join(MODEL_NAMES))
     for family, meaning in MODEL_FAMILIES.items():
         print(f"  {family}: {meaning}")
     print("datasets: " + ", ".join(f"{k} ({v.num_classes} classes, {'x'.join(map(str, v.input_shape))})"
                                    for k, v in DATASETS.items()))
     print("methods:  " + ", ".join(methods.METHODS))
-    print("distributions: " + ", ".join(methods.DISTRIBUTIONS))
+    print("distributions: " + ", ".join(methods.DISTRIBUTIONS)
+          + f", {methods.distributions.CUSTOM} (one sparsity per layer: --layer-sparsity)")
     print("\nmethod defaults (any preset may override):")
     defaults = methods.SparsityConfig()
     for f in dataclasses.fields(defaults):
-        print(f"  --{f.name.replace('_', '-'):22s} {getattr(defaults, f.name)!r}")
+        print(f"  --{f.name.replace('_', '-'):22s} {readable(getattr(defaults, f.name))}")
     return 0
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     """Everything is read and computed before summary.csv and summary.md are written, each in one step."""
+    from .files import check_numbers, check_out_dir, replace_atomic, write_text_atomic
     from .results import read_runs, summarize, summary_markdown
 
     if not args.runs:
@@ -243,6 +334,9 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
+    from .flops import extra_flops
+    from .models import build_model
+    from .presets import preset_config
     from .train import plan_run
 
     cfg = preset_config(args.preset, **overrides_from(args), method=args.method, sparsity=args.sparsity)
@@ -276,23 +370,24 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "summarize": cmd_summarize, "flops": cmd_flops, "perf": perf.run,
-            "export": export.run, "migrate": migrate.run}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "summarize": cmd_summarize, "flops": cmd_flops}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmark") -> int:
     """Parse and dispatch; bad input ends with one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
-    from .train import RunInterrupted
-
+    args = build_parser(prog).parse_args(argv)
+    command = COMMANDS.get(args.command) or importlib.import_module(LAZY_COMMANDS[args.command][0]).run
     try:
-        return COMMANDS[args.command](args)
-    except RunInterrupted as stop:
-        print(f"interrupted: {stop}; run the same command again to resume", file=sys.stderr)
-        return 130
+        return command(args)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as err:
+    except Exception as err:
+        train = sys.modules.get(f"{__package__}.train")  # only a command that imported it can be interrupted
+        if train is not None and isinstance(err, train.RunInterrupted):
+            print(f"interrupted: {err}; run the same command again to resume", file=sys.stderr)
+            return 130
+        if not isinstance(err, ValueError | OSError):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ A run is named by its settings: `config_key()` hashes the explicit value of ever
 change its result except the seed (so all seeds of one protocol share it), and `run_id()` is a
 readable prefix plus that key. Fields marked `identity=False` (device, data location, checkpoint
 interval, replica checks, the preset's name) do not change what is computed and stay out of the key.
+Importing this module does not import torch (the command line lists and checks settings without it).
 """
 from __future__ import annotations
 
@@ -17,14 +18,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 import methods
 from methods import SparsityConfig
 
-from .data import DATASETS, TEXT_CORPORA
-from .models import build_model
-
+from .catalog import DATASETS, TEXT_CORPORA
 
 INPUTS = ("standardized", "unit")
 INITS = ("default", "glorot")
@@ -153,6 +150,10 @@ class RunConfig(SparsityConfig):
     def implied_sparsity(self) -> float:
         """Overall sparsity of the model's sparse layers under `layer_sparsity` or `structure`, to 4 decimals
         (0.9653 for the paper's MNIST LeNet-300-100 at 0.98, 0.882, dense; 0.5 for 2:4 with no dense layer)."""
+        import torch
+
+        from .models import build_model
+
         info = DATASETS[self.dataset]
         with torch.device("meta"):
             model = build_model(self.model, info.num_classes, info.input_shape)
@@ -215,6 +216,10 @@ def check_device(name: str) -> None:
 def _check_model(model: str, dataset: str) -> None:
     """ValueError naming the fix unless `model` can be built for `dataset`'s images (a known name, a valid
     wrn-D-K, images large enough); built without memory (meta device), once per pair."""
+    import torch
+
+    from .models import build_model
+
     info = DATASETS[dataset]
     with torch.device("meta"):
         build_model(model, info.num_classes, info.input_shape)

@@ -299,7 +299,7 @@ def load_sparse(path: str | os.PathLike, *, convs: str = "dense", device: str | 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `export` subcommand."""
     parser = subparsers.add_parser(
-        "export", help="write a run's final sparse model with CSR weights, for inference",
+        "export",  # its one-line help is in benchmark.cli.LAZY_COMMANDS
         description="Write the final model of a run (folder or checkpoint.pt) as a file of CSR weights, then "
                     "load it back and check its outputs against the masked dense model. Load it in Python with "
                     "benchmark.export.load_sparse(path).")

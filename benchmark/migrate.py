@@ -140,7 +140,7 @@ def _update_references(out: Path, renamed: dict[str, str]) -> None:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `migrate` subcommand."""
     parser = subparsers.add_parser(
-        "migrate", help="upgrade a results folder to the current runs.csv schema and settings keys",
+        "migrate",  # its one-line help is in benchmark.cli.LAZY_COMMANDS
         description="Rewrite runs.csv in the current schema (config keys, settings columns) from each run's "
                     "config.json, and rename run folders whose settings key changed. Safe to run twice.")
     parser.add_argument("--out", required=True, help="the results folder holding runs.csv and runs/")

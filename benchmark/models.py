@@ -17,17 +17,11 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from .data import TEXT_CORPORA
+from .catalog import MODEL_FAMILIES, TEXT_CORPORA
 
 Shape = tuple[int, int, int]
 WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
 MOBILENET_PATTERN = re.compile(r"mobilenet-v([12])-(\d+(?:\.\d+)?)")
-# Model names built from a pattern, with what they mean (`benchmark list`, the unknown-model error).
-MODEL_FAMILIES = {
-    "wrn-D-K": "WideResNet of any depth D = 6n+4 and widen factor K",
-    "mobilenet-v1-A, mobilenet-v2-A": "MobileNets at width multiplier A (e.g. mobilenet-v1-1.98, the paper's "
-                                      "big-sparse width at 75%)",
-}
 
 
 def scaled(channels: int, width: float) -> int:

@@ -63,12 +63,17 @@ def identity_cells(cfg: RunConfig) -> dict[str, Any]:
             "settings": settings_json(cfg.settings()), "schema_version": SCHEMA_VERSION}
 
 
+def distribution_cell(cfg: RunConfig) -> str:
+    """The `distribution` column: `none` for a method that keeps every weight (dense, small-dense)."""
+    return "none" if cfg.method_class.dense_baseline else cfg.distribution
+
+
 def run_row(cfg: RunConfig, metrics: dict[str, Any], device: str, world_size: int = 1) -> dict[str, Any]:
     """The runs.csv row of a finished run."""
     flops = metrics["flops"]
     return {
         **identity_cells(cfg), "preset": cfg.preset, "dataset": cfg.dataset, "model": cfg.model, "method": cfg.method,
-        "distribution": "none" if cfg.method_class.dense_baseline else cfg.distribution,
+        "distribution": distribution_cell(cfg),
         "sparsity": cfg.sparsity if cfg.method_class.uses_sparsity else 0.0, "multiplier": cfg.multiplier, "seed": cfg.seed,
         "steps": metrics["steps"],
         "test_accuracy": metrics["test_accuracy"], "best_test_accuracy": metrics["best_test_accuracy"],

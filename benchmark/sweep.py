@@ -8,6 +8,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,17 @@ from .claim import CLAIM_FILE, claim
 from .config import RunConfig
 from .presets import preset_config
 from .provenance import code_fingerprint
-from .results import append_row, read_runs, retire_row, run_row
+from .results import append_row, distribution_cell, read_runs, retire_row, run_row
 from .distributed import resolve_device
+from .loggers import make_logger
 from .provenance import resumed_code
 from .train import plan_run, train
+
+
+def bar_width() -> dict[str, Any]:
+    """tqdm's width settings: follow the terminal's width, or 80 columns where it has none (a pipe, a
+    terminal that reports 0 columns), so a bar is still drawn on one line."""
+    return {"dynamic_ncols": True} if shutil.get_terminal_size((0, 0)).columns else {"ncols": 80}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -109,9 +117,10 @@ def retire(out: Path, folder: Path, row: dict[str, Any] | None, code: str) -> No
             os.replace(path, dest / path.name)
 
 
-def _run_one(cfg: RunConfig, out: Path, position: int | None, rerun_stale: bool = False) -> Outcome:
-    """Claim, train and record one run (in a worker process, a Ray task or in-line). Under torchrun the
-    main rank claims and decides, and every rank trains."""
+def _run_one(cfg: RunConfig, out: Path, position: int | None, rerun_stale: bool = False,
+             logger: str = "none") -> Outcome:
+    """Claim, train and record one run (in a worker process, a Ray task or in-line), sending its logs to
+    experiment logger `logger` too. Under torchrun the main rank claims and decides, and every rank trains."""
     replicas = distributed.current()
     folder, runs_csv = run_dir(out, cfg), out / "runs.csv"
     with claim(folder) if replicas.main else contextlib.nullcontext(True) as held:
@@ -130,7 +139,8 @@ def _run_one(cfg: RunConfig, out: Path, position: int | None, rerun_stale: bool 
         if not replicas.any(outcome.status == "trained", resolve_device(cfg.device)):
             return outcome
         show = replicas.main and position is not None
-        bar = tqdm(total=None, desc=cfg.run_id(), position=position, leave=False, disable=None if show else True)
+        bar = tqdm(total=None, desc=cfg.run_id(), position=position, leave=False, disable=None if show else True,
+                   **bar_width())
 
         def progress(step: int, total: int) -> None:
             bar.total = total
@@ -138,30 +148,33 @@ def _run_one(cfg: RunConfig, out: Path, position: int | None, rerun_stale: bool 
             if step % 50 == 0 or step == total:
                 bar.refresh()
 
+        tracker = make_logger(logger, out, cfg.run_id(), cfg.settings(), cfg.config_key()) if replicas.main else None
         try:
-            metrics = train(cfg, folder, progress)
+            metrics = train(cfg, folder, progress, logger=tracker)
         finally:
             bar.close()
+            if tracker is not None:
+                tracker.close()
         outcome.row = run_row(cfg, metrics, str(resolve_device(cfg.device)), replicas.world_size)
         if replicas.main:
             append_row(runs_csv, outcome.row)
         return outcome
 
 
-def _inline(todo: list[RunConfig], out: Path, rerun_stale: bool) -> Iterator[Outcome]:
+def _inline(todo: list[RunConfig], out: Path, rerun_stale: bool, logger: str) -> Iterator[Outcome]:
     for cfg in todo:
-        yield _run_one(cfg, out, 1, rerun_stale)
+        yield _run_one(cfg, out, 1, rerun_stale, logger)
 
 
-def _processes(todo: list[RunConfig], out: Path, workers: int, rerun_stale: bool) -> Iterator[Outcome]:
+def _processes(todo: list[RunConfig], out: Path, workers: int, rerun_stale: bool, logger: str) -> Iterator[Outcome]:
     with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(_run_one, c, out, 1 + i % workers, rerun_stale) for i, c in enumerate(todo)]
+        jobs = [pool.submit(_run_one, c, out, 1 + i % workers, rerun_stale, logger) for i, c in enumerate(todo)]
         for job in futures.as_completed(jobs):
             yield job.result()
 
 
 def _ray(todo: list[RunConfig], out: Path, address: str | None, cpus: float, gpus: float,
-         retries: int, rerun_stale: bool) -> Iterator[Outcome]:
+         retries: int, rerun_stale: bool, logger: str) -> Iterator[Outcome]:
     """Each run is a Ray task; a task whose worker dies is retried and resumes from its checkpoint
     (the dead worker's claim went with it), so `out` must be storage every node sees."""
     import ray
@@ -169,7 +182,7 @@ def _ray(todo: list[RunConfig], out: Path, address: str | None, cpus: float, gpu
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(_run_one)
-    pending = [task.remote(cfg, out.resolve(), None, rerun_stale) for cfg in todo]
+    pending = [task.remote(cfg, out.resolve(), None, rerun_stale, logger) for cfg in todo]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         try:
@@ -179,9 +192,10 @@ def _ray(todo: list[RunConfig], out: Path, address: str | None, cpus: float, gpu
             raise cause if isinstance(cause, (ValueError, OSError)) else err
 
 
-def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Callable[[str], None] = print,
+def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Callable[[str], None] = tqdm.write,
               executor: str = "local", ray_address: str | None = None, cpus_per_run: float = 1,
-              gpus_per_run: float = 0, retries: int = 3, rerun_stale: bool = False) -> list[dict[str, Any]]:
+              gpus_per_run: float = 0, retries: int = 3, rerun_stale: bool = False,
+              logger: str = "none") -> list[dict[str, Any]]:
     """Train every config that has no row in `out/runs.csv` yet; each run's row is appended by the
     process that trained it, while it holds the run's claim, so a run is trained and counted once
     however many sweeps, workers or retries ask for it. Runs whose row or checkpoint other training
@@ -191,6 +205,9 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
     one Ray task per run with `cpus_per_run`/`gpus_per_run`, on the cluster at `ray_address` (None
     starts a local one). Under torchrun every rank trains every run together and only rank 0 writes.
     Every run trains with its own `threads` setting, so results do not depend on the executor.
+    `logger` (none, tensorboard, wandb) also sends each run's logs to that experiment tracker.
+    Messages go through `report` (default `tqdm.write`, which never writes over the progress bars);
+    "done" lines count the runs (`done <run id> (3/12): ...`): the progress where no bar is drawn.
     Returns the rows of the runs trained here.
     """
     replicas = distributed.current()
@@ -210,17 +227,18 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
 
     def execute(batch: list[RunConfig]) -> Iterator[Outcome]:
         if executor == "ray":
-            return _ray(batch, out, ray_address, cpus_per_run, gpus_per_run, retries, rerun_stale)
+            return _ray(batch, out, ray_address, cpus_per_run, gpus_per_run, retries, rerun_stale, logger)
         if workers > 1:
-            return _processes(batch, out, workers, rerun_stale)
-        return _inline(batch, out, rerun_stale)
+            return _processes(batch, out, workers, rerun_stale, logger)
+        return _inline(batch, out, rerun_stale, logger)
 
     first, rest = pretraining_first(todo, set(rows) - set(stale))
     todo = first + rest
     outcomes = itertools.chain.from_iterable(execute(batch) for batch in (first, rest) if batch)
     trained = []
-    with tqdm(total=len(todo), desc="sweep", disable=None if replicas.main else True, position=0) as bar:
-        for outcome in outcomes:
+    with tqdm(total=len(todo), desc="sweep", disable=None if replicas.main else True, position=0,
+              **bar_width()) as bar:
+        for count, outcome in enumerate(outcomes, 1):
             bar.update()
             if outcome.status != "trained":
                 say({"busy": f"skipped {outcome.run_id}: another process is training it and will append its row",
@@ -230,7 +248,7 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
                 continue
             row = outcome.row
             trained.append(row)
-            say(f"done {row['run_id']}: test accuracy {row['test_accuracy']:.2f}%, train FLOPs "
+            say(f"done {row['run_id']} ({count}/{len(todo)}): test accuracy {row['test_accuracy']:.2f}%, train FLOPs "
                 f"{row['train_flops_multiplier']:.3f}x, inference FLOPs {row['inference_flops_multiplier']:.3f}x, "
                 f"{row['wall_time_s']:.0f}s" + ("" if math.isfinite(row["test_loss"]) else
                                                 f"; diverged (training loss not finite) and stopped after step "
@@ -250,5 +268,5 @@ def pretraining_first(todo: list[RunConfig], done: set[str]) -> tuple[list[RunCo
 
 def dry_run_table(configs: list[RunConfig]) -> list[dict[str, Any]]:
     """The grid with each run's planned steps and FLOP multipliers, computed without data or training."""
-    return [{"run_id": c.run_id(), **{k: getattr(c, k) for k in ("method", "distribution", "sparsity", "seed")},
-             **dataclasses.asdict(plan_run(c))} for c in configs]
+    return [{"run_id": c.run_id(), "method": c.method, "distribution": distribution_cell(c), "sparsity": c.sparsity,
+             "seed": c.seed, **dataclasses.asdict(plan_run(c))} for c in configs]

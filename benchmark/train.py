@@ -41,6 +41,7 @@ from .distributed import resolve_device
 from .files import RERUN, read_json, write_text_atomic
 from .flops import FlopCounter, FlopSummary, forward_flops, plan
 from .logs import EVAL_COLUMNS, LOG_COLUMNS, UPDATE_COLUMNS, CsvLog
+from .loggers import RunLogger
 from .models import build_model, glorot_init
 from .provenance import StaleRun, code_fingerprint, git_commit, recorded_code, resumed_code
 
@@ -268,10 +269,12 @@ class LoopState:
 class Loop:
     """The training loop of one run: steps, logs, evaluations, checkpoints, divergence and interruption."""
 
-    def __init__(self, cfg: RunConfig, run: RunSetup, data, run_dir: Path, device: torch.device):
+    def __init__(self, cfg: RunConfig, run: RunSetup, data, run_dir: Path, device: torch.device,
+                 logger: RunLogger | None = None):
         self.cfg, self.run, self.data, self.run_dir, self.device = cfg, run, data, run_dir, device
         self.replicas = distributed.current()
         self.main = self.replicas.main
+        self.logger = logger if self.main else None
         self.epoch_steps = steps_per_epoch(data, cfg.batch_size)
         self.flops = run.counter.accumulator()
         self.state = LoopState()
@@ -304,6 +307,12 @@ class Loop:
         for log in self.logs.values():
             log.start(self.state.step)
 
+    def log(self, name: str, row: dict[str, Any]) -> None:
+        """A row of log.csv, evals.csv or updates.csv (`name`), also sent to the experiment logger if any."""
+        self.logs[name].append(row)
+        if self.logger is not None:
+            self.logger.log(name, row)
+
     def save(self) -> None:
         if self.main:
             run = self.run
@@ -317,7 +326,7 @@ class Loop:
         test_loss, test_acc = evaluate(model, eval_batches(data, "test"), criterion, amp)
         val_loss, val_acc = (evaluate(model, eval_batches(data, "val"), criterion, amp) if data.val is not None
                              else (None, None))
-        self.logs["evals"].append(dict(step=step, epoch=round(step / self.epoch_steps, 4), test_loss=test_loss,
+        self.log("evals", dict(step=step, epoch=round(step / self.epoch_steps, 4), test_loss=test_loss,
                                        test_accuracy=test_acc, val_loss=val_loss, val_accuracy=val_acc))
         self.state.best = max(test_acc, self.state.best or 0.0)
         self.state.last_eval = (step, test_loss, test_acc, val_loss, val_acc)
@@ -365,7 +374,7 @@ class Loop:
                 if info.updated and cfg.check_replicas:
                     replicas.check(f"masks after the update at step {step}", sparsifier.masks)
                 if info.updated:
-                    self.logs["updates"].append(dict(step=step, grown=info.grown,
+                    self.log("updates", dict(step=step, grown=info.grown,
                                                      grown_fraction=info.grown / sum(info.counts),
                                                      density=sparsifier.global_density()))
                 logged = step % log_every == 0 or step == total
@@ -373,7 +382,7 @@ class Loop:
                     totals = replicas.all_sum(torch.stack([loss_sum, correct.float(),
                                                            torch.tensor(float(state.seen), device=device)]))
                     train_loss = totals[0].item() / totals[2].item()
-                    self.logs["log"].append(dict(
+                    self.log("log", dict(
                         step=step, epoch=round(step / self.epoch_steps, 4), lr=scheduler.get_last_lr()[0],
                         train_loss=train_loss, train_accuracy=100 * totals[1].item() / totals[2].item(),
                         density=sparsifier.global_density(), train_flops=flops.total * cfg.batch_size,
@@ -401,11 +410,13 @@ class Loop:
 
 
 def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | None = None,
-          stop_after: int | None = None) -> dict[str, Any]:
+          stop_after: int | None = None, logger: RunLogger | None = None) -> dict[str, Any]:
     """Train one run in `run_dir`, resuming from its checkpoint if there is one; return its metrics.
 
     `progress(step, total)` is called after every step. `stop_after=k` stops after step k as an
     interruption would (checkpoint written, RunInterrupted raised): tests use it to cut runs.
+    `logger` also receives every row of the run's CSV logs and, at the end, its metrics (it is
+    closed then); it only reads what the loop records.
     """
     replicas = distributed.current()
     if cfg.batch_size % replicas.world_size:
@@ -422,7 +433,7 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
     init_batches = [next(first) for _ in range(cfg.snip_batches)] if cfg.method_class.needs_init_batches else []
     dense_run, dense_metrics = pretrained(cfg, run_dir) or (None, None)
     run = setup_run(cfg, data.num_classes, data.input_shape, epoch_steps, device, init_batches, dense_run)
-    loop = Loop(cfg, run, data, run_dir, device)
+    loop = Loop(cfg, run, data, run_dir, device, logger)
     if dense_metrics:
         loop.flops.total = dense_metrics["flops"]["train_flops_per_sample"]  # a resumed run loads its total
     run_dir.mkdir(parents=True, exist_ok=True)  # only now that data, model and method are ready
@@ -434,6 +445,8 @@ def train(cfg: RunConfig, run_dir: Path, progress: Callable[[int, int], None] | 
                                                      [*run.model.parameters(), *run.sparsifier.masks])
     if replicas.main:
         write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    if loop.logger is not None:
+        loop.logger.finish(metrics)
     return metrics
 
 

@@ -4,35 +4,84 @@
     ...
     loss.backward()
     sparsifier.step()  # replaces optimizer.step()
+
+The settings (`SparsityConfig`), the distributions and the method names import without torch; the
+methods themselves (and everything else below) are imported on first use, so a command line can
+list names and settings in a fraction of a second.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .base import Sparsifier, StepInfo, sparse_layers
 from .config import SparsityConfig
-from .deepr import DeepR
 from .distributions import DISTRIBUTIONS, layer_counts
-from .dsr import DSR
-from .dynamic import SET, SNFS, RigL
-from .fixed import Dense, SmallDense, Snip, Static
-from .gmp import GMP
-from .lottery import LotteryRigL, LotteryStatic, LotteryTicket, ticket_masks
-from .selection import keyed_generator, topk_mask
-from .small_dense import parameter_count, small_dense_width, sparse_parameter_count
 
-METHODS: dict[str, type[Sparsifier]] = {
-    cls.name: cls for cls in (Dense, SmallDense, Static, Snip, GMP, SET, SNFS, RigL, DSR, DeepR, LotteryStatic,
-                              LotteryRigL)
+if TYPE_CHECKING:  # what `__getattr__` imports on first use (and what the code fingerprint follows)
+    from .base import Sparsifier, StepInfo, sparse_layers
+    from .deepr import DeepR
+    from .dsr import DSR
+    from .dynamic import SET, SNFS, RigL
+    from .fixed import Dense, SmallDense, Snip, Static
+    from .gmp import GMP
+    from .lottery import LotteryRigL, LotteryStatic, LotteryTicket, ticket_masks
+    from .selection import keyed_generator, topk_mask
+    from .small_dense import parameter_count, small_dense_width, sparse_parameter_count
+
+# name -> "module.Class"; each class's own `name` is its key (tests check it).
+_METHOD_CLASSES = {
+    "dense": "fixed.Dense", "small-dense": "fixed.SmallDense", "static": "fixed.Static", "snip": "fixed.Snip",
+    "gmp": "gmp.GMP", "set": "dynamic.SET", "snfs": "dynamic.SNFS", "rigl": "dynamic.RigL", "dsr": "dsr.DSR",
+    "deepr": "deepr.DeepR", "lottery-static": "lottery.LotteryStatic", "lottery-rigl": "lottery.LotteryRigL",
 }
+# attribute -> the submodule that defines it, imported when the attribute is first read
+_LAZY = {
+    "Sparsifier": "base", "StepInfo": "base", "sparse_layers": "base",
+    **{path.split(".")[1]: path.split(".")[0] for path in _METHOD_CLASSES.values()},
+    "LotteryTicket": "lottery", "ticket_masks": "lottery",
+    "keyed_generator": "selection", "topk_mask": "selection",
+    "parameter_count": "small_dense", "small_dense_width": "small_dense", "sparse_parameter_count": "small_dense",
+}
+
+
+class _Registry(Mapping):
+    """The method classes by name: the names are known without torch, each class is imported when looked up."""
+
+    def __getitem__(self, name: str) -> type[Sparsifier]:
+        module, cls = _METHOD_CLASSES[name].split(".")
+        return getattr(importlib.import_module(f".{module}", __name__), cls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_METHOD_CLASSES)
+
+    def __len__(self) -> int:
+        return len(_METHOD_CLASSES)
+
+
+METHODS: Mapping[str, type[Sparsifier]] = _Registry()
+
+
+def __getattr__(name: str) -> Any:
+    """Import the defining submodule of a torch-backed name (or a submodule itself) on first use."""
+    path = f"{__name__}.{_LAZY.get(name, name)}"
+    try:
+        module = importlib.import_module(path)
+    except ModuleNotFoundError as err:
+        if err.name != path:
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(module, name) if name in _LAZY else module
+    globals()[name] = value
+    return value
 
 
 def method_class(name: str) -> type[Sparsifier]:
     """The class registered under `name`; unknown names raise a ValueError listing the known ones."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None
+    if name not in _METHOD_CLASSES:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    return METHODS[name]
 
 
 def make_config(config: SparsityConfig | None = None, **overrides) -> SparsityConfig:
@@ -62,9 +111,33 @@ def create(name, model, optimizer, *, total_steps, config=None, include=None, in
 
 
 __all__ = [
-    "METHODS", "DISTRIBUTIONS", "Sparsifier", "SparsityConfig", "StepInfo", "create", "make_config",
-    "method_class", "layer_counts", "small_dense_width", "sparse_parameter_count", "parameter_count",
-    "keyed_generator", "topk_mask", "sparse_layers", "ticket_masks",
-    "Dense", "SmallDense", "Static", "Snip", "GMP", "SET", "SNFS", "RigL", "DSR", "DeepR",
-    "LotteryTicket", "LotteryStatic", "LotteryRigL",
+    "DISTRIBUTIONS",
+    "DSR",
+    "GMP",
+    "METHODS",
+    "SET",
+    "SNFS",
+    "DeepR",
+    "Dense",
+    "LotteryRigL",
+    "LotteryStatic",
+    "LotteryTicket",
+    "RigL",
+    "SmallDense",
+    "Snip",
+    "Sparsifier",
+    "SparsityConfig",
+    "Static",
+    "StepInfo",
+    "create",
+    "keyed_generator",
+    "layer_counts",
+    "make_config",
+    "method_class",
+    "parameter_count",
+    "small_dense_width",
+    "sparse_layers",
+    "sparse_parameter_count",
+    "ticket_masks",
+    "topk_mask",
 ]

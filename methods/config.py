@@ -1,16 +1,19 @@
 """SparsityConfig: the settings of every method in one dataclass (the harness's flags), joined from the
-settings all methods share (`methods.settings`) and each method's own (in its module)."""
+settings all methods share and each method's own (all in `methods.settings`, importable without torch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .deepr import DeepRSettings
-from .dsr import DSRSettings
-from .dynamic import SNFSSettings
-from .execution import ExecutionSettings
-from .fixed import SnipSettings
-from .gmp import GMPSettings
-from .settings import DropGrowSettings, LayerSettings
+from .settings import (
+    DeepRSettings,
+    DropGrowSettings,
+    DSRSettings,
+    ExecutionSettings,
+    GMPSettings,
+    LayerSettings,
+    SNFSSettings,
+    SnipSettings,
+)
 
 
 @dataclass

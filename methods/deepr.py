@@ -2,8 +2,6 @@
 go dormant when they cross zero, replaced by random dormant ones."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
 from typing import Any
 
@@ -12,19 +10,6 @@ import torch
 from .base import MaskChange, Sparsifier
 from .dsr import grow_randomly
 from .selection import keyed_generator
-from .settings import Check, Settings, setting
-
-
-@dataclass
-class DeepRSettings(Settings):
-    """DeepR's L1 penalty and temperature (Bellec et al.'s MNIST script)."""
-
-    deepr_l1: float = setting(1e-5, "DeepR's L1 penalty on active magnitudes (Bellec et al.'s MNIST script)")
-    deepr_temperature: float = setting(2.5e-11, "DeepR's temperature T: noise sqrt(2 lr T) per step")
-
-    def checks(self) -> list[Check]:
-        return [(self.deepr_l1 >= 0, "deepr_l1 must be >= 0", "deepr_l1"),
-                (self.deepr_temperature >= 0, "deepr_temperature must be >= 0", "deepr_temperature")]
 
 
 class DeepR(Sparsifier):

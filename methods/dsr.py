@@ -2,8 +2,6 @@
 random regrowth, and the regrown weights reallocated across layers in proportion to their survivors."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
 from typing import Any
 
@@ -11,23 +9,6 @@ import torch
 
 from .base import MaskChange, Sparsifier
 from .selection import keyed_generator, topk_mask
-from .settings import Check, Settings, setting
-
-
-@dataclass
-class DSRSettings(Settings):
-    """DSR's threshold and its adjustment (defaults of Mostafa & Wang's code)."""
-
-    dsr_threshold: float = setting(1e-3, "DSR's initial global pruning threshold H (Mostafa & Wang's code)")
-    dsr_prune_fraction: float = setting(0.01, "DSR's weights pruned per update, K, as a fraction of all parameters")
-    dsr_tolerance: float = setting(0.1, "DSR doubles / halves H when the pruned count leaves K (1 -+ tolerance)")
-
-    def checks(self) -> list[Check]:
-        return [
-            (self.dsr_threshold > 0, "dsr_threshold (DSR's initial threshold) must be > 0", "dsr_threshold"),
-            (0 < self.dsr_prune_fraction < 1, "dsr_prune_fraction must be in (0, 1)", "dsr_prune_fraction"),
-            (0 <= self.dsr_tolerance < 1, "dsr_tolerance must be in [0, 1)", "dsr_tolerance"),
-        ]
 
 
 def grow_randomly(survivors: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

@@ -7,24 +7,12 @@ with zeroed optimizer state.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .base import MaskChange, Sparsifier
 from .selection import group_top, keyed_generator, sample_positions, topk_indices
-from .settings import Check, Settings, setting
-
-
-@dataclass
-class SNFSSettings(Settings):
-    """SNFS's own knob."""
-
-    snfs_momentum: float = setting(0.9, "momentum of SNFS's moving average of the dense gradient")
-
-    def checks(self) -> list[Check]:
-        return [(0 <= self.snfs_momentum < 1, "snfs_momentum must be in [0, 1)", "snfs_momentum")]
 
 
 class SET(Sparsifier):

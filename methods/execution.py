@@ -10,12 +10,9 @@ history of connections that restart). Methods never touch it; a run picks one by
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-
-from .settings import Check, Settings, setting
 
 if TYPE_CHECKING:
     from .base import MaskChange, Sparsifier
@@ -202,15 +199,3 @@ class MaskedDense(Execution):
 from .sparse_execution import SparseKernels  # noqa: E402 (it builds on MaskedDense)
 
 EXECUTIONS: dict[str, type[Execution]] = {cls.name: cls for cls in (MaskedDense, SparseKernels)}
-
-
-@dataclass
-class ExecutionSettings(Settings):
-    """Which execution trains the sparse layers."""
-
-    execution: str = setting("masked", "how sparse layers compute with their active weights: masked (zeros in "
-                                       "dense tensors, dense kernels) or sparse (sparse Linear layers on sparse "
-                                       "kernels, with compact values and optimizer state)")
-
-    def checks(self) -> list[Check]:
-        return [(self.execution in EXECUTIONS, f"execution must be one of {', '.join(EXECUTIONS)}", "execution")]

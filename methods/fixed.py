@@ -1,27 +1,10 @@
 """Methods whose mask never changes after step 0: dense, small-dense, static and SNIP."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .base import Batch, Sparsifier
 from .selection import keyed_generator, topk_mask
-from .settings import Check, Settings, setting
-
-
-@dataclass
-class SnipSettings(Settings):
-    """SNIP's ranking scope."""
-
-    snip_scope: str = setting("layer", "SNIP keeps the top saliency per layer (layer, the distribution's counts) "
-                                       "or under one global threshold (global, the SNIP paper's)")
-
-    def checks(self) -> list[Check]:
-        return [(self.snip_scope in ("layer", "global"), "snip_scope must be 'layer' or 'global'", "snip_scope"),
-                (not (self.snip_scope == "global" and getattr(self, "structure", "")),
-                 "snip_scope global ranks across layers, which N:M structure does not allow; use snip_scope layer",
-                 "snip_scope")]
 
 
 class Dense(Sparsifier):

@@ -1,30 +1,11 @@
 """Gradual magnitude pruning (Zhu & Gupta 2017): start dense, prune to the target on a cubic schedule."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .base import Batch, MaskChange, Sparsifier
-from .selection import keyed_generator
 from .schedules import CubicPruningSchedule
-from .settings import Check, Settings, setting
-
-
-@dataclass
-class GMPSettings(Settings):
-    """GMP's pruning schedule."""
-
-    gmp_start: float = setting(0.2, "fraction of training where GMP starts pruning")
-    gmp_stop: float = setting(0.75, "fraction of training where GMP reaches the target sparsity")
-    gmp_every: int = setting(0, "steps between GMP pruning events (0: about every 1%% of training)")
-
-    def checks(self) -> list[Check]:
-        return [
-            (0 <= self.gmp_start < self.gmp_stop <= 1, "need 0 <= gmp_start < gmp_stop <= 1 (fractions of training)",
-             "gmp_stop"),
-            (self.gmp_every >= 0, "gmp_every must be >= 0 (0: about every 1% of training)", "gmp_every"),
-        ]
+from .selection import keyed_generator
 
 
 class GMP(Sparsifier):

@@ -1,7 +1,8 @@
-"""Settings dataclasses: the base every concern's settings extend, and the settings all methods share
-(which weights are sparse and how sparse, the drop/grow schedule). A method's own knobs live in a
-settings class in its module; `methods.config.SparsityConfig` joins them, and the harness makes a
-command-line flag of every field.
+"""Settings dataclasses: the base every concern's settings extend, the settings all methods share
+(which weights are sparse and how sparse, the drop/grow schedule) and each method's own knobs (one
+class per method or concern: SNFS, GMP, SNIP, DSR, DeepR, the execution). They live here, without
+torch, so that the command line lists and checks settings without importing it;
+`methods.config.SparsityConfig` joins them, and the harness makes a command-line flag of every field.
 
 `Settings.validate()` is the one place settings are checked: every field's type (numbers finite),
 then the `checks()` of every settings class the object is made of.
@@ -149,4 +150,88 @@ class DropGrowSettings(Settings):
             (self.delta_t >= 1, "delta_t must be a positive number of steps", "delta_t"),
             (0 < self.t_end <= 1, "t_end must be a fraction of training in (0, 1]", "t_end"),
             (0 <= self.alpha <= 1, "alpha (the initial drop fraction) must be in [0, 1]", "alpha"),
+        ]
+
+
+@dataclass
+class DeepRSettings(Settings):
+    """DeepR's L1 penalty and temperature (Bellec et al.'s MNIST script)."""
+
+    deepr_l1: float = setting(1e-5, "DeepR's L1 penalty on active magnitudes (Bellec et al.'s MNIST script)")
+    deepr_temperature: float = setting(2.5e-11, "DeepR's temperature T: noise sqrt(2 lr T) per step")
+
+    def checks(self) -> list[Check]:
+        return [(self.deepr_l1 >= 0, "deepr_l1 must be >= 0", "deepr_l1"),
+                (self.deepr_temperature >= 0, "deepr_temperature must be >= 0", "deepr_temperature")]
+
+
+@dataclass
+class DSRSettings(Settings):
+    """DSR's threshold and its adjustment (defaults of Mostafa & Wang's code)."""
+
+    dsr_threshold: float = setting(1e-3, "DSR's initial global pruning threshold H (Mostafa & Wang's code)")
+    dsr_prune_fraction: float = setting(0.01, "DSR's weights pruned per update, K, as a fraction of all parameters")
+    dsr_tolerance: float = setting(0.1, "DSR doubles / halves H when the pruned count leaves K (1 -+ tolerance)")
+
+    def checks(self) -> list[Check]:
+        return [
+            (self.dsr_threshold > 0, "dsr_threshold (DSR's initial threshold) must be > 0", "dsr_threshold"),
+            (0 < self.dsr_prune_fraction < 1, "dsr_prune_fraction must be in (0, 1)", "dsr_prune_fraction"),
+            (0 <= self.dsr_tolerance < 1, "dsr_tolerance must be in [0, 1)", "dsr_tolerance"),
+        ]
+
+
+@dataclass
+class SNFSSettings(Settings):
+    """SNFS's own knob."""
+
+    snfs_momentum: float = setting(0.9, "momentum of SNFS's moving average of the dense gradient")
+
+    def checks(self) -> list[Check]:
+        return [(0 <= self.snfs_momentum < 1, "snfs_momentum must be in [0, 1)", "snfs_momentum")]
+
+
+@dataclass
+class ExecutionSettings(Settings):
+    """Which execution trains the sparse layers."""
+
+    execution: str = setting("masked", "how sparse layers compute with their active weights: masked (zeros in "
+                                       "dense tensors, dense kernels) or sparse (sparse Linear layers on sparse "
+                                       "kernels, with compact values and optimizer state)")
+
+    def checks(self) -> list[Check]:
+        from .execution import (
+            EXECUTIONS,  # the execution classes need torch: imported when checked
+        )
+
+        return [(self.execution in EXECUTIONS, f"execution must be one of {', '.join(EXECUTIONS)}", "execution")]
+
+
+@dataclass
+class SnipSettings(Settings):
+    """SNIP's ranking scope."""
+
+    snip_scope: str = setting("layer", "SNIP keeps the top saliency per layer (layer, the distribution's counts) "
+                                       "or under one global threshold (global, the SNIP paper's)")
+
+    def checks(self) -> list[Check]:
+        return [(self.snip_scope in ("layer", "global"), "snip_scope must be 'layer' or 'global'", "snip_scope"),
+                (not (self.snip_scope == "global" and getattr(self, "structure", "")),
+                 "snip_scope global ranks across layers, which N:M structure does not allow; use snip_scope layer",
+                 "snip_scope")]
+
+
+@dataclass
+class GMPSettings(Settings):
+    """GMP's pruning schedule."""
+
+    gmp_start: float = setting(0.2, "fraction of training where GMP starts pruning")
+    gmp_stop: float = setting(0.75, "fraction of training where GMP reaches the target sparsity")
+    gmp_every: int = setting(0, "steps between GMP pruning events (0: about every 1%% of training)")
+
+    def checks(self) -> list[Check]:
+        return [
+            (0 <= self.gmp_start < self.gmp_stop <= 1, "need 0 <= gmp_start < gmp_stop <= 1 (fractions of training)",
+             "gmp_stop"),
+            (self.gmp_every >= 0, "gmp_every must be >= 0 (0: about every 1% of training)", "gmp_every"),
         ]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv, install sparsebench into it (with test tools when given --dev),
-# and install the datasets that exist offline on this kind of machine.
+# Create .venv, install sparsebench into it, editable, with its `sparsebench` command in .venv/bin
+# (with test tools and TensorBoard when given --dev), and install the datasets that exist offline
+# on this kind of machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
@@ -12,4 +13,4 @@ echo "setup: installing sparsebench${extras} into .venv (torch is large; the fir
 .venv/bin/python -c "from methods import sparse_kernels; sparse_kernels.build(verbose=True)" \
   || echo "setup: the sparse kernels did not build (no C compiler?); execution=sparse will use torch's sparse ops"
 bash scripts/fetch_data.sh
-echo "setup: done"
+echo "setup: done; the command line is .venv/bin/sparsebench (the same as .venv/bin/python -m benchmark / -m analysis)"

@@ -148,8 +148,9 @@ def test_dry_run_prints_the_grid_with_planned_flops(tmp_path, capsys):
                            "--out", str(tmp_path))
     assert code == 0 and not (tmp_path / "runs.csv").exists()
     lines = out.strip().splitlines()
-    assert len(lines) == 1 + 3  # header, dense once, rigl at two sparsities
-    assert "train_multiplier" in lines[0] and lines[1].split()[1] == "dense"
+    assert len(lines) == 1 + 3 + 1  # header, dense once, rigl at two sparsities, totals
+    assert "train_multiplier" in lines[0] and lines[1].split()[1:3] == ["dense", "none"]
+    assert lines[-1].startswith("total: 3 run(s), 18000 steps, ")  # 6000 steps each (10 epochs of 600)
 
 
 def test_summarize_writes_mean_and_std_over_seeds(tmp_path, capsys):

@@ -28,7 +28,7 @@ DEFAULT_SPARSITIES = "0.8,0.9,0.95,0.98"
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `perf` subcommand."""
     parser = subparsers.add_parser(
-        "perf", help="measure training-step overhead, memory and real sparse-kernel inference speed",
+        "perf",  # its one-line help is in benchmark.cli.LAZY_COMMANDS
         description="Time the plain dense training step against every method's step (interleaved rounds, medians), "
                     "the sparsity code's own work, memory, and inference with real sparse kernels, on synthetic "
                     "batches. The paper's FLOP savings are simulated by masks; this shows what runs.")
