@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .catalog import DATASETS, TEXT_CORPORA, DatasetInfo, TextCorpus  # noqa: F401 (re-exported)
+from .catalog import DATASETS, FORTUNE_FILES, TEXT_CORPORA, DatasetInfo, TextCorpus  # noqa: F401 (re-exported)
 
 Split = tuple[Tensor, Tensor] | Dataset  # (images, labels) tensors, or a Dataset for imagenet
 Root = str | os.PathLike | None
