@@ -191,19 +191,26 @@ def test_rigl_update_with_zero_gradients_stays_exact():
 
 
 @pytest.mark.parametrize("method", ["gmp", "set", "rigl", "snfs"])
-def test_bool_masks_mode_gives_the_same_run(make_run, method):
-    """fast_masks=False (no float copies of the masks) trains bit-identically, only slower."""
+def test_the_masking_kernel_gives_the_same_run_as_torch(make_run, method, monkeypatch):
+    """Masking by the bool masks in the C kernel and in torch (a multiply by a bool tensor) train
+    bit-identically; the sparsifier holds the masks, int32 active positions and SNFS's momentum only."""
     from conftest import train_step
 
+    from methods import sparse_kernels
+
     runs = []
-    for fast in (True, False):
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(sparse_kernels, "_lib", None)
+            monkeypatch.setattr(sparse_kernels, "library", lambda: None)
         net, opt, s = make_run(method, "conv", "sgd", sparsity=0.8, distribution="erk", delta_t=20, gmp_every=10,
                                total_steps=120)
-        s.execution.fast_masks = fast
-        s.apply_masks()
         for t in range(120):
             train_step(net, s, opt, t)
-        assert (s.held_tensors()["multipliers"] != []) == fast
+        held = s.held_tensors()
+        assert set(held) == {"masks", "active_indices", *(["momentum"] if method == "snfs" else [])}
+        assert all(m.dtype == torch.bool for m in held["masks"])
+        assert all(a.dtype == torch.int32 for a in held["active_indices"])
         runs.append((s.masks, list(net.state_dict().values())))
     assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))

@@ -33,7 +33,8 @@ def format_report(report: dict[str, Any]) -> str:
             mem = t["memory"]
             dense_total = mem["dense_state_total"]
             held = ", ".join(
-                f"{meth} +{_mib(v['held_total'])} ({v['ratio']:.2f}x)" for meth, v in mem["methods"].items())
+                f"{meth} +{_mib(v['held_total'])} ({v['ratio']:.2f}x, {v['bytes_per_sparse_weight']:.2f} B/weight)"
+                for meth, v in mem["methods"].items())
             lines.append(f"  memory: dense training state {_mib(dense_total)} (weights, gradients, optimizer); "
                          f"sparsifier tensors: {held}")
             kinds = {}

@@ -130,6 +130,7 @@ def _memory(variants: list[Variant], device: torch.device) -> dict[str, Any]:
             continue
         held = {kind: nbytes(tensors) for kind, tensors in v.sparsifier.held_tensors().items()}
         out["methods"][v.method] = {"held_bytes": held, "held_total": sum(held.values()),
+                                    "bytes_per_sparse_weight": sum(held.values()) / sum(v.sparsifier.sizes),
                                     "ratio": (total + sum(held.values())) / total}
     return out
 

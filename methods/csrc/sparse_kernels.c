@@ -219,3 +219,13 @@ void sk_transpose(int64_t rows, int64_t cols, int64_t ld, const float *in, float
                 for (int64_t i = i0; i < i1; ++i) out[j * rows + i] = in[i * ld + j];
         }
 }
+
+/* xs[t][i] *= (float)masks[t][i] for i < sizes[t], t < count: masking float32 tensors by bool masks (one
+ * byte, 0 or 1, per element) with exactly the values of a multiply by the masks' float copies */
+void sk_mask_mul(int64_t count, float *const *xs, const uint8_t *const *masks, const int64_t *sizes) {
+    for (int64_t t = 0; t < count; ++t) {
+        float *x = xs[t];
+        const uint8_t *m = masks[t];
+        for (int64_t i = 0; i < sizes[t]; ++i) x[i] *= (float)m[i];
+    }
+}
