@@ -44,6 +44,11 @@ def test_perf_command_runs_and_prints_json(capsys):
     held = memory["methods"]["snfs"]["held_bytes"]
     assert held["masks"] == 266200  # one byte per weight of LeNet-300-100's three layers
     assert held["momentum"] == 4 * 266200
+    assert memory["methods"]["static"]["held_bytes"] == {"masks": 266200, "active_indices": 0}
+    assert memory["methods"]["static"]["bytes_per_sparse_weight"] == 1.0  # the bool masks, nothing else
+    big = report["large_update"]  # rigl's update on a 4096 x 4096 layer at --train-sparsity 0.9 (uniform)
+    assert big["layer"] == [4096, 4096] and big["active"] == 1677722 and big["updates"] == 4
+    assert big["ns_per_weight"] == pytest.approx(1e6 * big["update_ms"] / 4096**2)
     inference = model["inference"]
     assert {(row["sparsity"], row["batch"]) for row in inference} == {(s, b) for s in (0.9, 0.98) for b in (1, 256)}
     for row in inference:

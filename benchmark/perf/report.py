@@ -75,6 +75,12 @@ def format_report(report: dict[str, Any]) -> str:
                     f"{row['sparse_ms']:>11.3f}{row['speedup']:>8.2f}x{row['max_abs_diff']:>11.1e}{convs:>11}  "
                     f"{_mib(row['sparse_weight_bytes'])} / {_mib(row['dense_weight_bytes'])}")
         lines.append("")
+    big = report.get("large_update")
+    if big:
+        lines.append(f"{big['method']} mask update on a {big['layer'][0]} x {big['layer'][1]} Linear layer "
+                     f"({big['active']} active, drop fraction {big['drop_fraction']:.2f}): {big['update_ms']:.1f} ms, "
+                     f"{big['ns_per_weight']:.1f} ns per weight (median of {big['updates']} updates)")
+        lines.append("")
     lines.append("step ms / x dense: whole training step and its median per-round ratio to the plain dense step; "
                  "FLOPs x: the paper's count for that step;")
     lines.append("sparsity code: time in sparsifier.step() minus the optimizer.step() inside it, as a share of a "
