@@ -80,7 +80,7 @@ class MaskedDense(Execution):
     """Masked weights are zeros in the dense tensors, and every kernel is dense.
 
     The step multiplies gradients (and, unless the optimizer keeps zeros at zero, weights) by each sparse
-    layer's bool mask, through `sparse_kernels.mask_mul_`: the same values as a multiply by a 0/1 copy in
+    layer's bool mask, through `sparse_kernels.Masking`: the same values as a multiply by a 0/1 copy in
     the weight's dtype, but no such copy is held (one byte per weight in all: the masks). Fully dense
     layers are skipped.
     """
@@ -137,12 +137,11 @@ class MaskedDense(Execution):
         for i, change in changes.items():
             was_sparse = multipliers[i] is not None
             multipliers[i] = None if change.count == s.sizes[i] else s.masks[i]
-            if multipliers[i] is None:
-                pass
-            elif not self.remask_weights and change.removed is not None and change.added is not None and was_sparse:
-                self._zero(i, change.removed)
-            else:
-                full.append(i)
+            if multipliers[i] is not None:
+                if not self.remask_weights and change.removed is not None and change.added is not None and was_sparse:
+                    self._zero(i, change.removed)
+                else:
+                    full.append(i)
             if change.reset is not None:
                 self._zero(i, change.reset)
         self._rebuild_hot()

@@ -9,6 +9,9 @@ On CPU with float32 the kernels are `csrc/sparse_kernels.c`, compiled on first u
 `scripts/setup.sh`) with the machine's C compiler at `-O3 -march=native` into a cache folder
 (`SPARSEBENCH_KERNELS_DIR`, default `~/.cache/sparsebench`), and called through ctypes. Elsewhere (CUDA,
 other dtypes, no compiler) the same three products run as torch ops: CSR matmuls and a gathered SDDMM.
+
+The same library serves two more callers: the masked-dense step's masking by bool masks (`Masking`) and
+the exported model's inference through runs of sparse Linear layers (`InferenceChain`).
 """
 from __future__ import annotations
 
