@@ -5,15 +5,20 @@ of the paper are simulated). For inference the zeros can be skipped:
 
     from benchmark.export import export_sparse, load_sparse
     export_sparse("results/runs/rigl-s0.9-seed0-...", "rigl.sparse.pt")   # CSR weights, a few KB
-    model = load_sparse("rigl.sparse.pt")                                 # Linear layers run CSR matmuls
+    model = load_sparse("rigl.sparse.pt")                                 # Linear layers on sparse kernels
     model(x)
 
 `python -m benchmark export RUN_DIR OUT` does the same from the command line and checks the
 sparse model's outputs against the masked dense model's.
 
-Kernels: a sparse Linear layer computes `addmm(bias, W_csr, x^T)^T` (MKL on CPU, cuSPARSE on
-CUDA); consecutive sparse Linear layers pass activations in that transposed layout, so nothing is
-copied between them. A sparse Conv2d unfolds its input (im2col) and does the same matmul: on CPU
+Kernels: on CPU with float32, sparse Linear layers run our C kernels (methods/csrc/sparse_kernels.c,
+`methods.sparse_kernels.InferenceChain`), the kernel picked by batch size: below 4 samples a CSR
+matrix-vector product per sample, above that the activations transposed once (batch last, padded to 16
+samples) and each active weight accumulated over the batch in vector registers. An `nn.Sequential`
+becomes a SparseSequential that runs each run of consecutive sparse Linear layers, with the ReLUs
+between them, in one call: activations stay in the kernel's layout from the first layer to the last,
+with no copy in between. Elsewhere (CUDA, other dtypes, no C compiler) they are torch CSR matmuls.
+A sparse Conv2d unfolds its input (im2col) and does a torch CSR matmul: on CPU
 that pays only at high sparsity and large batches (see `python -m benchmark perf`), so
 `load_sparse` keeps convolutions dense unless asked (`convs="sparse"`). On CUDA a layer whose
 mask is 2:4 semi-structured (at most 2 active weights in every 4 consecutive inputs) and whose
@@ -27,6 +32,7 @@ import copy
 import math
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods import sparse_kernels
 from methods.base import layer_module
 
 FORMAT = "sparsebench.sparse-model/1"
@@ -52,30 +59,106 @@ def _csr(weight: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class SparseLinear(nn.Module):
-    """`nn.Linear` with a CSR weight: `y = x W^T + b` computed as `(b + W x^T)^T` with a sparse matmul."""
+    """`nn.Linear` with a CSR weight (int64 `crow`, int32 `col`, `values`), computed batch last (`W X^T + b`).
+
+    On CPU with float32 the product is our C kernel (`methods.sparse_kernels.InferenceChain`, which also
+    runs a whole run of sparse layers in one call, see SparseSequential); elsewhere a torch CSR matmul.
+    """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", None if bias is None else bias.detach().reshape(-1, 1).clone())
+        self.register_buffer("crow", weight.crow_indices().to(torch.int64).contiguous())
+        self.register_buffer("col", weight.col_indices().to(torch.int32).contiguous())
+        self.register_buffer("values", weight.values().contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().reshape(-1).clone())
 
     @classmethod
     def from_dense(cls, layer: nn.Linear, mask: torch.Tensor | None = None) -> SparseLinear:
         return cls(_csr(layer.weight, mask), layer.bias)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight as a torch CSR tensor (int32 indices)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow.to(torch.int32), self.col, self.values,
+                                           (self.out_features, self.in_features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        xt = x.reshape(-1, self.in_features).t()
-        if not xt.is_contiguous():  # a previous SparseLinear's output is already in this layout
-            xt = xt.contiguous()
-        yt = torch.sparse.mm(self.weight, xt) if self.bias is None else torch.addmm(self.bias, self.weight, xt)
-        return yt.t().reshape(*lead, self.out_features)
+        return _run_chain(self, [(self, False)], False, x)
 
     def extra_repr(self) -> str:
-        nnz = self.weight.values().numel()
+        nnz = self.values.numel()
         return (f"in_features={self.in_features}, out_features={self.out_features}, nnz={nnz} "
                 f"(density {nnz / (self.in_features * self.out_features):.4f}), bias={self.bias is not None}")
+
+    def __getstate__(self) -> dict:
+        return _without_chains(self)
+
+
+def _without_chains(module: nn.Module) -> dict:
+    """A module's state without its cached kernel arguments (rebuilt on the next call; pointers do not copy)."""
+    state = module.__dict__.copy()
+    state.pop("_chains", None)
+    return state
+
+
+def _run_chain(owner: nn.Module, layers: list[tuple[SparseLinear, bool]], flatten: bool, x: torch.Tensor) -> torch.Tensor:
+    """Run SparseLinear `layers` (each with whether a ReLU follows) on `x` as one `InferenceChain`, cached on
+    `owner` until one of the layers' tensors is replaced (`.to()`, `load_state_dict(assign=True)`, ...);
+    `flatten`: `x` is first flattened from dim 1, as an `nn.Flatten()` before the first layer would."""
+    key = tuple((relu, *map(id, layer._buffers.values())) for layer, relu in layers)
+    chains = owner.__dict__.setdefault("_chains", {})
+    cached = chains.get(id(layers[0][0]))
+    if cached is None or cached[0] != key:
+        chain = sparse_kernels.InferenceChain(
+            [(layer.crow, layer.col, layer.values, layer.bias, relu) for layer, relu in layers], layers[0][0].in_features)
+        chains[id(layers[0][0])] = cached = (key, chain)
+    if flatten:
+        return cached[1](x.reshape(x.shape[0], -1))
+    y = cached[1](x.reshape(-1, layers[0][0].in_features))
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+class SparseSequential(nn.Sequential):
+    """`nn.Sequential` (same children, names and state) that runs each run of consecutive SparseLinear
+    layers, with the ReLUs between and after them (and an `nn.Flatten()` right before), as one kernel
+    call: activations stay batch last in the kernel's buffers from the first layer of the run to its
+    last, with no copy or Python call in between."""
+
+    def _plan(self) -> list:
+        """The steps of forward: a module, or (flatten first?, [(SparseLinear, ReLU after?), ...]) of a run."""
+        children = tuple(self._modules.values())
+        planned = self.__dict__.get("_planned")
+        if planned is None or len(planned[0]) != len(children) or any(a is not b for a, b in zip(planned[0], children)):
+            steps = []
+            for module in children:
+                run = steps[-1] if steps and isinstance(steps[-1], tuple) else None
+                if isinstance(module, SparseLinear):
+                    if run is None:
+                        flatten = bool(steps) and type(steps[-1]) is nn.Flatten and \
+                            (steps[-1].start_dim, steps[-1].end_dim) == (1, -1)
+                        if flatten:
+                            steps.pop()
+                        steps.append(run := (flatten, []))
+                    run[1].append((module, False))
+                elif type(module) is nn.ReLU and run is not None and not run[1][-1][1]:
+                    run[1][-1] = (run[1][-1][0], True)
+                else:
+                    steps.append(module)
+            self.__dict__["_planned"] = planned = (children, steps)
+        return planned[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self._plan():
+            x = _run_chain(self, step[1], step[0], x) if isinstance(step, tuple) else step(x)
+        return x
+
+    def __getstate__(self) -> dict:
+        state = _without_chains(self)
+        state.pop("_planned", None)
+        return state
 
 
 class SparseConv2d(nn.Module):
@@ -153,7 +236,8 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, convs: bool
     """A copy of `model` in eval mode whose masked Linear (and, if `convs`, Conv2d) layers use sparse kernels.
 
     `masks` maps module names to boolean masks (a sparsifier's `dict(zip(s.names, s.masks))`);
-    fully dense layers stay as they are. `convs` is a bool or {module name: bool}. With
+    fully dense layers stay as they are; an `nn.Sequential` holding sparse Linear layers becomes a
+    SparseSequential (runs of them in one kernel call). `convs` is a bool or {module name: bool}. With
     `semi_structured=True`, CUDA fp16/bf16 Linear layers whose mask is 2:4 use semi-structured kernels.
     """
     model = copy.deepcopy(model) if copy_model else model
@@ -168,7 +252,22 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, convs: bool
             _set_module(model, name, SparseLinear.from_dense(layer, mask))
         elif SparseConv2d.supports(layer) and (convs.get(name, False) if isinstance(convs, Mapping) else convs):
             _set_module(model, name, SparseConv2d.from_dense(layer, mask))
-    return model
+    return _chain_sequentials(model)
+
+
+def _chain_sequentials(model: nn.Module) -> nn.Module:
+    """`model` with every `nn.Sequential` in it (itself included) that has a SparseLinear child made a
+    SparseSequential with the same children."""
+    root = model
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Sequential and any(isinstance(m, SparseLinear) for m in module.children()):
+            chained = SparseSequential(OrderedDict(module.named_children()))
+            chained.training = module.training
+            if name:
+                _set_module(model, name, chained)
+            else:
+                root = chained
+    return root
 
 
 def _weight(model: nn.Module, name: str) -> torch.Tensor:
@@ -197,10 +296,10 @@ def masked_dense(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modu
 
 def load_run(source: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
     """(model with the run's final weights, {layer: mask}, meta) of a run folder or its checkpoint.pt."""
+    from .checkpoints import checkpoint_file, load_run_state, load_weights
     from .data import DATASETS
     from .files import read_run_config
     from .models import build_model
-    from .checkpoints import checkpoint_file, load_run_state, load_weights
 
     checkpoint = checkpoint_file(source)
     record, cfg = read_run_config(checkpoint.parent)
@@ -265,7 +364,7 @@ def load_sparse(path: str | os.PathLike, *, convs: str = "dense", device: str | 
         raise ValueError(f"convs must be 'dense' or 'sparse', got {convs!r}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - whatever a damaged or foreign file raises, the answer is the same
         raise ValueError(f"{path} is not a readable sparse model file ({type(err).__name__}); "
                          "write one with `python -m benchmark export RUN_DIR OUT`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

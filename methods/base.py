@@ -116,6 +116,11 @@ def is_recurrent(name: str) -> bool:
     return bool(RECURRENT_WEIGHT.fullmatch(name.rpartition(".")[2]))
 
 
+def _narrow(positions: torch.Tensor, size: int) -> torch.Tensor:
+    """Flat positions in a layer of `size` weights, as int32 when the layer has fewer than 2^31."""
+    return positions.to(torch.int32) if size < 2**31 else positions
+
+
 class Sparsifier:
     """Base of every method: build masks, keep them exact, and replace `optimizer.step()`.
 
@@ -221,10 +226,11 @@ class Sparsifier:
         self.execution.masks_assigned()
 
     def _active_indices(self, i: int) -> torch.Tensor:
-        """Flat positions of layer `i`'s active weights (any order), cached until its mask changes."""
+        """Flat int64 positions of layer `i`'s active weights (any order), cached until its mask changes
+        (held as int32 where the layer has fewer than 2^31 weights: 4 bytes per active weight)."""
         if self._active[i] is None:
-            self._active[i] = self._masks[i].reshape(-1).nonzero().squeeze(1)
-        return self._active[i]
+            self._active[i] = _narrow(self._masks[i].reshape(-1).nonzero().squeeze(1), self.sizes[i])
+        return self._active[i].long()
 
     def held_tensors(self) -> dict[str, list[torch.Tensor]]:
         """Every tensor the sparsifier holds beyond the model and optimizer, by kind (memory accounting)."""
@@ -348,7 +354,8 @@ class Sparsifier:
     def update(self, t: int, grads: list[torch.Tensor | None] | None) -> dict[int, MaskChange]:
         """The mask update after step `t` (called only when `is_update_step(t)`): the changed layers by
         index. `grads` are the step's dense gradients, masked weights included, when the class sets
-        `update_gradients` (None for a layer that is fully dense), else None. Weights and optimizer
+        `update_gradients` (None for a layer that is fully dense; the update's own: it may overwrite them),
+        else None. Weights and optimizer
         state of removed and `reset` positions are zeroed by the base, never by a method."""
         return {}
 
@@ -395,7 +402,7 @@ class Sparsifier:
         for i, change in changes.items():
             self._masks[i] = change.mask.to(device=self.weights[i].device, dtype=torch.bool)
             self.counts[i] = change.count
-            self._active[i] = change.active
+            self._active[i] = None if change.active is None else _narrow(change.active, self.sizes[i])
         self.execution.apply_changes(changes)
 
     def apply_masks(self) -> None:

@@ -98,7 +98,8 @@ class RigL(SET):
     update_gradients = True
 
     def grow_score(self, i: int, grads: list[torch.Tensor | None] | None) -> torch.Tensor:
-        return grads[i].abs()
+        # the update's gradients are its own (copies, or dropped after the step): no copy of 4 bytes per weight
+        return grads[i].abs_()
 
 
 class SNFS(SET):

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from . import sparse_kernels as sk
+
 if TYPE_CHECKING:
     from .base import MaskChange, Sparsifier
 
@@ -75,11 +77,10 @@ class Execution:
 class MaskedDense(Execution):
     """Masked weights are zeros in the dense tensors, and every kernel is dense.
 
-    The step multiplies gradients (and, unless the optimizer keeps zeros at zero, weights) by a copy of
-    each sparse layer's mask in the weight's dtype: a same-dtype multiply is vectorised, one with a
-    bool operand is about 10x slower on CPU. Fully dense layers are skipped. The copies are rebuilt
-    whenever the masks are assigned or `apply_masks` runs, and patched in place by a mask update that
-    names the positions it changed.
+    The step multiplies gradients (and, unless the optimizer keeps zeros at zero, weights) by each sparse
+    layer's bool mask, through `sparse_kernels.Masking`: the same values as a multiply by a 0/1 copy in
+    the weight's dtype, but no such copy is held (one byte per weight in all: the masks). Fully dense
+    layers are skipped.
     """
 
     name = "masked"
@@ -89,22 +90,16 @@ class MaskedDense(Execution):
         # Multiply the weights by the masks after every optimizer step: needed unless the optimizer keeps
         # zeros at zero (ZERO_PRESERVING_OPTIMIZERS); set it to force either way.
         self.remask_weights = type(sparsifier.optimizer) not in ZERO_PRESERVING_OPTIMIZERS
-        # Keep the masks' copies in the weight's dtype (4 bytes per fp32 weight) for vectorised multiplies;
-        # False saves that memory and multiplies by the bool masks (about 3x slower per element on CPU).
-        # Call apply_masks() after changing it.
-        self.fast_masks = True
         self._multipliers: list[torch.Tensor | None] | None = None
 
     def masks_assigned(self) -> None:
         self._multipliers = None
 
     def _multipliers_now(self) -> list[torch.Tensor | None]:
+        """The mask each layer's gradient is multiplied by (None: a fully dense layer, or one trained otherwise)."""
         if self._multipliers is None:
             s = self.sparsifier
-            self._multipliers = [
-                None if count == size else mask.to(weight.dtype) if self.fast_masks else mask
-                for mask, weight, count, size in zip(s.masks, s.weights, s.counts, s.sizes)
-            ]
+            self._multipliers = [None if count == size else mask for mask, count, size in zip(s.masks, s.counts, s.sizes)]
             self._rebuild_hot()
         return self._multipliers
 
@@ -112,9 +107,7 @@ class MaskedDense(Execution):
         self._hot = [i for i, m in enumerate(self._multipliers) if m is not None]
         self._hot_weights = [self.sparsifier.weights[i] for i in self._hot]
         self._hot_multipliers = [self._multipliers[i] for i in self._hot]
-
-    def held_tensors(self) -> dict[str, list[torch.Tensor]]:
-        return {"multipliers": [m for m in self._multipliers_now() if m is not None and m.dtype != torch.bool]}
+        self._hot_masking = sk.Masking(self._hot_multipliers)
 
     @torch.no_grad()
     def before_optimizer_step(self, grads: list[torch.Tensor | None]) -> None:
@@ -123,38 +116,30 @@ class MaskedDense(Execution):
         if any(g is None for g in hot):
             present = [(g, m) for g, m in zip(hot, self._hot_multipliers) if g is not None]
             if present:
-                torch._foreach_mul_(*map(list, zip(*present)))
+                sk.mask_mul_(*map(list, zip(*present)))
         elif hot:
-            torch._foreach_mul_(hot, self._hot_multipliers)
+            self._hot_masking(hot)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         if self.remask_weights and self._hot:
-            torch._foreach_mul_(self._hot_weights, self._hot_multipliers)
+            self._hot_masking([w.detach() for w in self._hot_weights])
 
     @torch.no_grad()
     def apply_changes(self, changes: dict[int, MaskChange]) -> None:
         """When the update says which positions changed and the optimizer keeps zeros at zero (so every
-        inactive position is already 0 everywhere), only the removed positions are zeroed and the
-        multipliers are patched in place; otherwise the layer is re-masked in full."""
+        inactive position is already 0 everywhere), only the removed positions are zeroed; otherwise the
+        layer is re-masked in full."""
         s, multipliers = self.sparsifier, self._multipliers_now()
         full = []
         for i, change in changes.items():
-            weight, multiplier, mask = s.weights[i], multipliers[i], s.masks[i]
-            if change.count == s.sizes[i]:
-                multipliers[i] = None
-            elif (not self.remask_weights and change.removed is not None and change.added is not None
-                  and multiplier is not None and multiplier.is_contiguous()):
-                if multiplier.dtype == torch.bool:
-                    multipliers[i] = mask
+            was_sparse = multipliers[i] is not None
+            multipliers[i] = None if change.count == s.sizes[i] else s.masks[i]
+            if multipliers[i] is not None:
+                if not self.remask_weights and change.removed is not None and change.added is not None and was_sparse:
+                    self._zero(i, change.removed)
                 else:
-                    flat = multiplier.view(-1)
-                    flat.index_fill_(0, change.removed, 0)
-                    flat.index_fill_(0, change.added, 1)
-                self._zero(i, change.removed)
-            else:
-                multipliers[i] = mask.to(weight.dtype) if self.fast_masks else mask
-                full.append(i)
+                    full.append(i)
             if change.reset is not None:
                 self._zero(i, change.reset)
         self._rebuild_hot()
@@ -177,17 +162,18 @@ class MaskedDense(Execution):
     def _mask_layers(self, layers: list[int]) -> None:
         """Zero the masked-out entries of these layers' weights, gradients and optimizer state."""
         s = self.sparsifier
+        tensors, masks = [], []
         for i in layers:
-            multiplier = self._multipliers[i]
-            if multiplier is None:  # fully dense: nothing to zero
+            mask = self._multipliers[i]
+            if mask is None:  # fully dense: nothing to zero
                 continue
-            weight, mask = s.weights[i], s.masks[i]
-            weight.mul_(multiplier)
-            if weight.grad is not None:
-                weight.grad.mul_(multiplier)
-            for value in s.optimizer.state.get(weight, {}).values():
+            weight = s.weights[i]
+            for value in [weight.detach(), weight.grad, *s.optimizer.state.get(weight, {}).values()]:
                 if torch.is_tensor(value) and value.shape == weight.shape:
-                    value.mul_(multiplier if value.dtype == multiplier.dtype else mask)
+                    tensors.append(value)
+                    masks.append(mask)
+        if tensors:
+            sk.mask_mul_(tensors, masks)
 
     @torch.no_grad()
     def apply_masks(self) -> None:

@@ -226,8 +226,7 @@ class SparseKernels(MaskedDense):
             self._multipliers_now()
             for i in dense_changes:
                 if i not in plain:  # just moved off kernels: build its multiplier
-                    self._multipliers[i] = None if s.counts[i] == s.sizes[i] else (
-                        s.masks[i].to(s.weights[i].dtype) if self.fast_masks else s.masks[i])
+                    self._multipliers[i] = None if s.counts[i] == s.sizes[i] else s.masks[i]
             super().apply_changes(plain)
             for i in plain:
                 if self.wants_kernels(i):

@@ -9,6 +9,9 @@ On CPU with float32 the kernels are `csrc/sparse_kernels.c`, compiled on first u
 `scripts/setup.sh`) with the machine's C compiler at `-O3 -march=native` into a cache folder
 (`SPARSEBENCH_KERNELS_DIR`, default `~/.cache/sparsebench`), and called through ctypes. Elsewhere (CUDA,
 other dtypes, no compiler) the same three products run as torch ops: CSR matmuls and a gathered SDDMM.
+
+The same library serves two more callers: the masked-dense step's masking by bool masks (`Masking`) and
+the exported model's inference through runs of sparse Linear layers (`InferenceChain`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -66,7 +70,8 @@ def build(verbose: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # compile aside, then rename: safe under races
         target = Path(tmp) / path.name
-        done = subprocess.run([compiler, *FLAGS, "-o", str(target), str(SOURCE)], capture_output=True, text=True)
+        done = subprocess.run([compiler, *FLAGS, "-o", str(target), str(SOURCE)], capture_output=True, text=True,
+                              check=False)
         if done.returncode != 0:
             raise RuntimeError(f"compiling {SOURCE} failed:\n{done.stderr.strip()}")
         os.replace(target, path)
@@ -91,12 +96,17 @@ def library() -> ctypes.CDLL | None:
                 return None
             i64, ptr = ctypes.c_int64, ctypes.c_void_p
             lib.sk_forward.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr]
+            lib.sk_infer_chain.argtypes = [i64, i64, i64, ptr, ctypes.POINTER(i64), ctypes.POINTER(ptr),
+                                           ctypes.POINTER(ctypes.c_int32), ptr]
             lib.sk_input_grad.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr]
             lib.sk_weight_grad.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr]
             lib.sk_scatter.argtypes = [i64, ptr, ptr, ptr]
             lib.sk_transpose.argtypes = [i64, i64, i64, ptr, ptr]
-            for f in (lib.sk_forward, lib.sk_input_grad, lib.sk_weight_grad, lib.sk_scatter, lib.sk_transpose):
+            lib.sk_mask_mul.argtypes = [i64, ctypes.POINTER(ptr), ctypes.POINTER(ptr), ctypes.POINTER(i64)]
+            for f in (lib.sk_forward, lib.sk_input_grad, lib.sk_weight_grad, lib.sk_scatter, lib.sk_transpose,
+                      lib.sk_mask_mul):
                 f.restype = None
+            lib.sk_infer_chain.restype = ctypes.c_int
             _lib = lib
     return _lib
 
@@ -166,6 +176,50 @@ def forward(s: Structure, values: torch.Tensor, xt: torch.Tensor, bias: torch.Te
     return torch.sparse.mm(w, xt) if bias is None else torch.addmm(bias.detach().reshape(-1, 1), w, xt)
 
 
+class InferenceChain:
+    """Inference through consecutive sparse Linear layers, each given as `(rowptr, col, values, bias, relu)`
+    (its weight as CSR: `rowptr` int64, `col` int32; `bias` 1-D or None; `relu`: a ReLU follows), the
+    first with `in_features` inputs. Calling it on X (n x in) gives Y (n x out), a transposed view (the
+    layers work batch last).
+
+    On CPU with float32 it is one call of the C kernels for the whole chain, its arguments prepared here
+    once: it holds the tensors it was given, so build a new chain when they are replaced or moved."""
+
+    def __init__(self, layers: Sequence[tuple], in_features: int):
+        self.layers = [tuple(layer) for layer in layers]
+        self.dims = [in_features, *(layer[0].numel() - 1 for layer in self.layers)]
+        tensors = [t for layer in self.layers for t in layer[:4] if t is not None]
+        self.fast = (_fast(*(t for layer in self.layers for t in layer[2:4] if t is not None))
+                     and all(t.is_contiguous() and t.is_cpu for t in tensors))
+        if self.fast:
+            self._args = (len(self.layers), (ctypes.c_int64 * len(self.dims))(*self.dims),
+                          (ctypes.c_void_p * (4 * len(self.layers)))(*(_p(t) for layer in self.layers
+                                                                        for t in layer[:4])),
+                          (ctypes.c_int32 * len(self.layers))(*(bool(layer[4]) for layer in self.layers)))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.dims[0]:
+            raise ValueError(f"expected inputs of shape (n, {self.dims[0]}), got {tuple(x.shape)}")
+        if self.fast and x.dtype is torch.float32 and x.device.type == "cpu":
+            if x.stride(1) != 1:
+                x = x.contiguous()
+            n = x.shape[0]
+            yt = torch.empty(self.dims[-1], max(n, 16))
+            layers, dims, ptrs, relu = self._args
+            if _lib.sk_infer_chain(layers, n, x.stride(0), x.data_ptr(), dims, ptrs, relu, yt.data_ptr()):
+                raise MemoryError(f"sparse inference: no memory for a batch of {n}")
+            return yt[:, :n].t()
+        xt = x.t()
+        for (rowptr, col, values, bias, relu), shape in zip(self.layers, zip(self.dims[1:], self.dims)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # CSR support is "beta"
+                w = torch.sparse_csr_tensor(rowptr.to(col.dtype), col, values, shape)
+            xt = torch.sparse.mm(w, xt) if bias is None else torch.addmm(bias.unsqueeze(1), w, xt)
+            if relu:
+                xt = xt.relu_()
+        return xt.t()
+
+
 def input_grad(s: Structure, values: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """DXT = W^T GT: (in x n) from GT (out x n, contiguous)."""
     inp, n = s.shape[1], gt.shape[1]
@@ -193,3 +247,36 @@ def scatter(s: Structure, values: torch.Tensor, weight: torch.Tensor) -> None:
     else:
         weight.view(-1).index_copy_(0, s.positions, values) if weight.is_contiguous() else \
             weight.copy_(weight.reshape(-1).index_copy(0, s.positions, values).view(weight.shape))
+
+
+class Masking:
+    """Multiplies tensors by fixed bool `masks` in place (`tensors[j].mul_(masks[j])`), with exactly the
+    values of a multiply by the masks' 0/1 copies in the tensors' dtype, without holding such copies.
+
+    Prepared once per list of masks (their pointers, for the C kernel): when every tensor is contiguous
+    float32 on CPU, one kernel call does all (torch's multiply by a bool tensor is about 7x slower than
+    by a float one on CPU); otherwise `torch._foreach_mul_`. Build a new one when a mask is replaced."""
+
+    def __init__(self, masks: Sequence[torch.Tensor]):
+        self.masks = list(masks)
+        n = len(self.masks)
+        self._sizes = [m.numel() for m in self.masks]
+        self._args = None
+        if n and (_lib is not None or library() is not None) and all(
+                m.dtype is torch.bool and m.device.type == "cpu" and m.is_contiguous() for m in self.masks):
+            self._args = ((ctypes.c_void_p * n)(*(m.data_ptr() for m in self.masks)),
+                          (ctypes.c_int64 * n)(*self._sizes))
+
+    def __call__(self, tensors: Sequence[torch.Tensor]) -> None:
+        if self._args is not None and all(
+                t.dtype is torch.float32 and t.device.type == "cpu" and t.is_contiguous() and t.numel() == size
+                for t, size in zip(tensors, self._sizes)):
+            n = len(self._sizes)
+            _lib.sk_mask_mul(n, (ctypes.c_void_p * n)(*(t.data_ptr() for t in tensors)), *self._args)
+        elif self.masks:
+            torch._foreach_mul_(list(tensors), self.masks)
+
+
+def mask_mul_(tensors: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> None:
+    """`tensors[j].mul_(masks[j])` for bool masks of the tensors' shapes, as `Masking` does."""
+    Masking(masks)(tensors)

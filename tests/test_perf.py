@@ -44,6 +44,11 @@ def test_perf_command_runs_and_prints_json(capsys):
     held = memory["methods"]["snfs"]["held_bytes"]
     assert held["masks"] == 266200  # one byte per weight of LeNet-300-100's three layers
     assert held["momentum"] == 4 * 266200
+    assert memory["methods"]["static"]["held_bytes"] == {"masks": 266200, "active_indices": 0}
+    assert memory["methods"]["static"]["bytes_per_sparse_weight"] == 1.0  # the bool masks, nothing else
+    big = report["large_update"]  # rigl's update on a 4096 x 4096 layer at --train-sparsity 0.9 (uniform)
+    assert big["layer"] == [4096, 4096] and big["active"] == 1677722 and big["updates"] == 4
+    assert big["ns_per_weight"] == pytest.approx(1e6 * big["update_ms"] / 4096**2)
     inference = model["inference"]
     assert {(row["sparsity"], row["batch"]) for row in inference} == {(s, b) for s in (0.9, 0.98) for b in (1, 256)}
     for row in inference:
@@ -191,19 +196,26 @@ def test_rigl_update_with_zero_gradients_stays_exact():
 
 
 @pytest.mark.parametrize("method", ["gmp", "set", "rigl", "snfs"])
-def test_bool_masks_mode_gives_the_same_run(make_run, method):
-    """fast_masks=False (no float copies of the masks) trains bit-identically, only slower."""
+def test_the_masking_kernel_gives_the_same_run_as_torch(make_run, method, monkeypatch):
+    """Masking by the bool masks in the C kernel and in torch (a multiply by a bool tensor) train
+    bit-identically; the sparsifier holds the masks, int32 active positions and SNFS's momentum only."""
     from conftest import train_step
 
+    from methods import sparse_kernels
+
     runs = []
-    for fast in (True, False):
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(sparse_kernels, "_lib", None)
+            monkeypatch.setattr(sparse_kernels, "library", lambda: None)
         net, opt, s = make_run(method, "conv", "sgd", sparsity=0.8, distribution="erk", delta_t=20, gmp_every=10,
                                total_steps=120)
-        s.execution.fast_masks = fast
-        s.apply_masks()
         for t in range(120):
             train_step(net, s, opt, t)
-        assert (s.held_tensors()["multipliers"] != []) == fast
+        held = s.held_tensors()
+        assert set(held) == {"masks", "active_indices", *(["momentum"] if method == "snfs" else [])}
+        assert all(m.dtype == torch.bool for m in held["masks"])
+        assert all(a.dtype == torch.int32 for a in held["active_indices"])
         runs.append((s.masks, list(net.state_dict().values())))
     assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))

@@ -18,7 +18,7 @@ from .inference import measure_inference
 from .report import format_report
 from .setups import TIMERS, model_setup, set_timer
 from .sparse_training import measure_sparse_training, wants_sparse_training
-from .training import measure_training
+from .training import measure_large_update, measure_training
 
 DEFAULT_MODELS = "lenet-300-100,lenet-5,wrn-22-2"
 DEFAULT_METHODS = "static,snip,gmp,set,rigl,snfs"
@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
             if "inference" in parts:
                 entry["inference"] = measure_inference(name, setup, sparsities, device, rounds, share, log)
             report["models"][name] = entry
+        if "training" in parts and "rigl" in method_names:
+            log("rigl update on a 4096 x 4096 layer:")
+            report["large_update"] = measure_large_update("rigl", args.train_sparsity, device)
     finally:
         torch.set_num_threads(previous_threads)
         set_timer("wall")

@@ -33,7 +33,8 @@ def format_report(report: dict[str, Any]) -> str:
             mem = t["memory"]
             dense_total = mem["dense_state_total"]
             held = ", ".join(
-                f"{meth} +{_mib(v['held_total'])} ({v['ratio']:.2f}x)" for meth, v in mem["methods"].items())
+                f"{meth} +{_mib(v['held_total'])} ({v['ratio']:.2f}x, {v['bytes_per_sparse_weight']:.2f} B/weight)"
+                for meth, v in mem["methods"].items())
             lines.append(f"  memory: dense training state {_mib(dense_total)} (weights, gradients, optimizer); "
                          f"sparsifier tensors: {held}")
             kinds = {}
@@ -73,6 +74,12 @@ def format_report(report: dict[str, Any]) -> str:
                     f"  {row['sparsity']:>8g}{row['flops_multiplier']:>9.3f}{row['batch']:>7}{row['dense_ms']:>10.3f}"
                     f"{row['sparse_ms']:>11.3f}{row['speedup']:>8.2f}x{row['max_abs_diff']:>11.1e}{convs:>11}  "
                     f"{_mib(row['sparse_weight_bytes'])} / {_mib(row['dense_weight_bytes'])}")
+        lines.append("")
+    big = report.get("large_update")
+    if big:
+        lines.append(f"{big['method']} mask update on a {big['layer'][0]} x {big['layer'][1]} Linear layer "
+                     f"({big['active']} active, drop fraction {big['drop_fraction']:.2f}): {big['update_ms']:.1f} ms, "
+                     f"{big['ns_per_weight']:.1f} ns per weight (median of {big['updates']} updates)")
         lines.append("")
     lines.append("step ms / x dense: whole training step and its median per-round ratio to the plain dense step; "
                  "FLOPs x: the paper's count for that step;")

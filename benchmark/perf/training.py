@@ -130,6 +130,7 @@ def _memory(variants: list[Variant], device: torch.device) -> dict[str, Any]:
             continue
         held = {kind: nbytes(tensors) for kind, tensors in v.sparsifier.held_tensors().items()}
         out["methods"][v.method] = {"held_bytes": held, "held_total": sum(held.values()),
+                                    "bytes_per_sparse_weight": sum(held.values()) / sum(v.sparsifier.sizes),
                                     "ratio": (total + sum(held.values())) / total}
     return out
 
@@ -226,3 +227,38 @@ def measure_training(name: str, setup: ModelSetup, method_names: list[str], spar
         del variants
         result["memory"]["cuda_peak_bytes"] = _cuda_peaks(name, setup, method_names, sparsity, device, batch)
     return result
+
+
+LARGE_LAYER = 4096  # the mask update is also timed on one LARGE_LAYER x LARGE_LAYER Linear layer
+
+
+def measure_large_update(method: str, sparsity: float, device: torch.device, updates: int = 4) -> dict[str, Any]:
+    """The mask update of `method` on a LARGE_LAYER x LARGE_LAYER Linear layer at `sparsity` (between a 64-wide
+    input layer and a 10-way output, batch 32, SGD with momentum): `sparsifier.step()` minus its optimizer
+    step at the first `updates` update steps after a warm-up one, in ns per weight of the layer (medians)."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, LARGE_LAYER), nn.ReLU(), nn.Linear(LARGE_LAYER, LARGE_LAYER), nn.ReLU(),
+                          nn.Linear(LARGE_LAYER, 10)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    timer = _TimedStep(optimizer, sync)
+    s = methods.create(method, model, optimizer, total_steps=TOTAL_STEPS, sparsity=sparsity, distribution="uniform",
+                       delta_t=10)
+    x, y = torch.randn(32, 64, device=device), torch.randint(0, 10, (32,), device=device)
+    steps = [t for t in range(1, TOTAL_STEPS) if s.is_update_step(t)][: updates + 1]
+    times = []
+    for t in steps:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        s.seek(t)
+        timer.elapsed = 0.0
+        sync()
+        start = clock()
+        s.step()
+        sync()
+        times.append(clock() - start - timer.elapsed)
+    weights = LARGE_LAYER * LARGE_LAYER
+    update = median(times[1:])
+    return {"method": method, "layer": [LARGE_LAYER, LARGE_LAYER], "active": s.counts[1], "update_ms": 1e3 * update,
+            "ns_per_weight": 1e9 * update / weights, "updates": len(times) - 1,
+            "drop_fraction": s.schedule.fraction(steps[1])}
