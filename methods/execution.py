@@ -202,6 +202,14 @@ class MaskedDense(Execution):
 from .sparse_execution import SparseKernels  # noqa: E402 (it builds on MaskedDense)
 
 EXECUTIONS: dict[str, type[Execution]] = {cls.name: cls for cls in (MaskedDense, SparseKernels)}
+AUTO = "auto"  # sparse kernels for methods whose `sparse_execution_helps`, masked-dense for the others
+
+
+def execution_class(name: str, method: type) -> type[Execution]:
+    """The execution the setting `name` gives a method of class `method` (`auto` asks the method's trait)."""
+    if name == AUTO:
+        name = SparseKernels.name if method.sparse_execution_helps else MaskedDense.name
+    return EXECUTIONS[name]
 
 
 @dataclass
@@ -210,7 +218,9 @@ class ExecutionSettings(Settings):
 
     execution: str = setting("masked", "how sparse layers compute with their active weights: masked (zeros in "
                                        "dense tensors, dense kernels) or sparse (sparse Linear layers on sparse "
-                                       "kernels, with compact values and optimizer state)")
+                                       "kernels, with compact values and optimizer state) or auto (sparse for the methods "
+                                       "it trains faster, masked for the others: dense, gmp, snfs, deepr)")
 
     def checks(self) -> list[Check]:
-        return [(self.execution in EXECUTIONS, f"execution must be one of {', '.join(EXECUTIONS)}", "execution")]
+        return [(self.execution in (*EXECUTIONS, AUTO), f"execution must be one of {', '.join([*EXECUTIONS, AUTO])}",
+                 "execution")]
