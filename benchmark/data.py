@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import gzip
 import hashlib
 import math
@@ -237,6 +238,14 @@ def _tensor_splits(name: str, root: Root, info: DatasetInfo, seed: int, n_synthe
 
         return sample(n_synthetic), sample(min(info.test_size, n_synthetic))
     place = _locate(name, root)
+    stat = [(p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(place.iterdir())]
+    return _file_splits(name, place, info, tuple(stat))
+
+
+@functools.lru_cache(maxsize=2)
+def _file_splits(name: str, place: Path, info: DatasetInfo, stat: tuple) -> tuple[Split, Split]:
+    """(train, test) tensors read from the files in `place`; kept for the next run of the process (a sweep
+    trains its runs one after another) while the files' names, sizes and times (`stat`) are unchanged."""
     try:
         x_train, y_train, x_test, y_test = _read_idx_folder(place) if name in IDX_DATASETS else _read_cifar(name, place)
     except Exception as err:
@@ -263,7 +272,7 @@ def _take(split: Split, idx: Tensor) -> Split:
     if isinstance(split, Dataset):
         return Subset(split, idx.tolist())
     x, y = split
-    return x[idx], y[idx]
+    return x.index_select(0, idx), y.index_select(0, idx)
 
 
 def _length(split: Split) -> int:

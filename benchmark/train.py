@@ -58,7 +58,8 @@ def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
+                           foreach=True)  # the same numbers as the per-tensor loop (tested), fewer Python calls
 
 
 def lr_factor(cfg: RunConfig, epoch_steps: int) -> Callable[[int], float]:
