@@ -18,6 +18,7 @@ import methods
 
 from . import distributed, export, migrate, perf
 from .config import RunConfig
+from .memory import check_fits
 from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS, preset_config
 from .data import DATASETS
 from .files import check_numbers, check_out_dir, replace_atomic, write_text_atomic
@@ -177,7 +178,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                    "inference_multiplier", "train_flops"]
         print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         return 0
-    resolve_device(configs[0].device)
+    device = resolve_device(configs[0].device)
+    for cfg in {(c.model, c.dataset, c.optimizer, c.momentum > 0): c for c in configs}.values():
+        check_fits(cfg, device)
     if replicas.main:
         check_out_dir(args.out)
     sparsity = (f"layer sparsity {','.join(f'{v:g}' for v in configs[0].layer_sparsity)}"

@@ -6,6 +6,7 @@ torchvision's) default initialisation, so `torch.manual_seed` before `build_mode
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 Shape = tuple[int, int, int]
 WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
+MLP_PATTERN = re.compile(r"mlp-([1-9]\d*)x([1-9]\d*)")
 
 
 def scaled(channels: int, width: float) -> int:
@@ -39,6 +41,17 @@ def lenet_300_100(num_classes: int, input_shape: Shape, width: float = 1.0) -> n
         fc2=nn.Linear(h1, h2), relu2=nn.ReLU(),
         fc3=nn.Linear(h2, num_classes),
     ))
+
+
+def mlp(hidden: int, layers: int, num_classes: int, input_shape: Shape, width: float = 1.0) -> nn.Module:
+    """`mlp-HxL`: `layers` hidden ReLU layers of `hidden` units (times width), then the classifier."""
+    sizes = [math.prod(input_shape), *[scaled(hidden, width)] * layers, num_classes]
+    modules = OrderedDict(flatten=nn.Flatten())
+    for j, (n_in, n_out) in enumerate(itertools.pairwise(sizes), 1):
+        modules[f"fc{j}"] = nn.Linear(n_in, n_out)
+        if j < len(sizes) - 1:
+            modules[f"relu{j}"] = nn.ReLU()
+    return nn.Sequential(modules)
 
 
 def lenet_5(num_classes: int, input_shape: Shape, width: float = 1.0) -> nn.Module:
@@ -158,12 +171,14 @@ def glorot_init(model: nn.Module) -> nn.Module:
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], width: float = 1.0) -> nn.Module:
-    """Build model `name` (a key of MODELS, or `wrn-D-K`) for inputs of shape (C, H, W)."""
+    """Build model `name` (a key of MODELS, `wrn-D-K` or `mlp-HxL`) for inputs of shape (C, H, W)."""
     if width <= 0:
         raise ValueError(f"width must be > 0 (1.0 is the full model; use e.g. 0.5 for half the channels), got {width}")
     if name in MODELS:
         return MODELS[name](num_classes, tuple(input_shape), width)
     if match := WRN_PATTERN.fullmatch(name):
         return WideResNet(int(match[1]), int(match[2]), num_classes, tuple(input_shape), width)
-    known = ", ".join([*MODELS, "wrn-D-K (depth D = 6n+4, widen factor K)"])
+    if match := MLP_PATTERN.fullmatch(name):
+        return mlp(int(match[1]), int(match[2]), num_classes, tuple(input_shape), width)
+    known = ", ".join([*MODELS, "wrn-D-K (depth D = 6n+4, widen factor K)", "mlp-HxL (L hidden layers of H units)"])
     raise ValueError(f"unknown model {name!r}; known models: {known}")
