@@ -208,9 +208,9 @@ def _locate(name: str, root: Root) -> Path:
 
 def _normalise(images: np.ndarray, scale: float, info: DatasetInfo) -> Tensor:
     """uint8/float images (N, C, H, W) in [0, scale] -> normalised float32 tensor."""
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32) / scale)
+    x = torch.as_tensor(np.asarray(images)).to(torch.float32, copy=True).div_(scale)  # then in place: one copy
     mean, std = torch.tensor(info.mean).view(1, -1, 1, 1), torch.tensor(info.std).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return x.sub_(mean).div_(std)
 
 
 def _labels(y: np.ndarray) -> Tensor:

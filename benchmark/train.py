@@ -14,6 +14,7 @@ reported alone (`flops.pretrain_flops` of metrics.json, runs.csv's `pretrain_flo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -340,10 +341,12 @@ class Loop:
                 x, y = map(replicas.shard, next(batches))
                 if cfg.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                with torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext():
                     out = net(x)
                     loss = criterion(out, y)
-                optimizer.zero_grad(set_to_none=True)
+                for group in optimizer.param_groups:  # optimizer.zero_grad(set_to_none=True), without its wrappers
+                    for p in group["params"]:
+                        p.grad = None
                 loss.backward()
                 info = sparsifier.step()
                 if info.stepped:  # the lr follows optimizer steps (an update iteration may replace one)
