@@ -208,7 +208,7 @@ def _locate(name: str, root: Root) -> Path:
 
 def _normalise(images: np.ndarray, scale: float, info: DatasetInfo) -> Tensor:
     """uint8/float images (N, C, H, W) in [0, scale] -> normalised float32 tensor."""
-    x = torch.as_tensor(np.asarray(images)).to(torch.float32, copy=True).div_(scale)  # then in place: one copy
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).div_(scale)  # a copy, then in place
     mean, std = torch.tensor(info.mean).view(1, -1, 1, 1), torch.tensor(info.std).view(1, -1, 1, 1)
     return x.sub_(mean).div_(std)
 
