@@ -11,6 +11,7 @@ process's peak resident memory (ru_maxrss). Bad input: one `error:` line, exit c
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import sys
 import time
@@ -41,6 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--delta-t", type=int, default=100, help="steps between RigL updates (default 100)")
     p.add_argument("--alpha", type=float, default=0.3, help="RigL's initial drop fraction (default 0.3)")
     p.add_argument("--block-mib", type=int, default=256, help="memory of one block of the grow gradient (MiB)")
+    p.add_argument("--test-examples", type=int, default=10000, help="evaluate on the first N test images (default all)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default="")
@@ -48,7 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="sparse: compact layers on sparse kernels; masked: the harness's dense tensors (refused "
                         "when they do not fit)")
     args = p.parse_args(argv)
-    for name in ("hidden", "layers", "steps", "batch_size", "delta_t", "block_mib", "threads"):
+    for name in ("hidden", "layers", "steps", "batch_size", "delta_t", "block_mib", "test_examples", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.sparsity < 1 or not 0 <= args.alpha <= 1 or not args.lr > 0 or not 0 <= args.momentum < 1:
@@ -101,15 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         updated = rigl.step()
         times[updated].append(time.process_time() - t0)
-        if updated or step % 50 == 0 or step == args.steps:
-            print(f"step {step}: loss {loss.item():.4f}{' (mask update)' if updated else ''}, counts "
-                  f"{rigl.counts() == counts}", flush=True)
-    test_loss, test_acc = evaluate(model, eval_batches(data, "test", batch_size=args.batch_size), criterion)
+        if updated or step % 10 == 0 or step == args.steps:
+            print(f"step {step}: loss {loss.item():.4f}{' (mask update)' if updated else ''}, counts exact "
+                  f"{rigl.counts() == counts}, {times[updated][-1]:.2f} s CPU, peak memory {peak_rss_gib():.2f} GiB",
+                  flush=True)
+    test = itertools.islice(eval_batches(data, "test", batch_size=args.batch_size), -(-args.test_examples // args.batch_size))
+    test_loss, test_acc = evaluate(model, test, criterion)
     plain, update = times[False], times[True]
     print(f"steps: {len(plain)} ordinary at {sum(plain) / len(plain):.3f} s CPU each (batch {args.batch_size}, "
           f"{args.threads} thread(s))" + (f", {len(update)} with a mask update at {sum(update) / len(update):.2f} s"
                                           if update else ""))
-    print(f"test accuracy {test_acc:.2f}% (loss {test_loss:.4f}) after {args.steps} steps; "
+    print(f"test accuracy {test_acc:.2f}% (loss {test_loss:.4f}) on {min(args.test_examples, data.test[1].numel())} "
+          f"test images after {args.steps} steps; "
           f"per-layer counts exact: {rigl.counts() == counts}; peak resident memory {peak_rss_gib():.2f} GiB")
     return 0
 

@@ -62,3 +62,20 @@ def test_auto_trains_on_kernels_the_methods_they_speed_up_and_keys_runs_by_what_
     auto = preset_config("fashion-mnist-lenet300", method=method, sparsity=sparsity, execution="auto")
     explicit = preset_config("fashion-mnist-lenet300", method=method, sparsity=sparsity, execution=chosen.name)
     assert auto.config_key() == explicit.config_key() and auto.settings()["execution"] == chosen.name
+
+
+def test_the_execution_auto_chose_per_method_does_not_label_a_summary_row():
+    import json
+
+    import pandas as pd
+
+    from benchmark.results import protocol_labels
+
+    def row(method, execution):
+        return dict(dataset="fashion-mnist", model="lenet-300-100", method=method, distribution="erk", sparsity=0.9,
+                    multiplier=1.0, settings=json.dumps({"lr": 0.1, "execution": execution}))
+
+    df = pd.DataFrame([row("dense", "masked"), row("rigl", "sparse"), row("set", "sparse")])
+    assert protocol_labels(df).tolist() == ["", "", ""]
+    both = pd.DataFrame([row("rigl", "masked"), row("rigl", "sparse")])  # one method both ways: told apart
+    assert protocol_labels(both).tolist() == ["execution=masked", "execution=sparse"]
