@@ -72,8 +72,8 @@ def test_the_execution_auto_chose_per_method_does_not_label_a_summary_row():
     from benchmark.results import protocol_labels
 
     def row(method, execution):
-        return dict(dataset="fashion-mnist", model="lenet-300-100", method=method, distribution="erk", sparsity=0.9,
-                    multiplier=1.0, settings=json.dumps({"lr": 0.1, "execution": execution}))
+        return {"dataset": "fashion-mnist", "model": "lenet-300-100", "method": method, "distribution": "erk",
+                "sparsity": 0.9, "multiplier": 1.0, "settings": json.dumps({"lr": 0.1, "execution": execution})}
 
     df = pd.DataFrame([row("dense", "masked"), row("rigl", "sparse"), row("set", "sparse")])
     assert protocol_labels(df).tolist() == ["", "", ""]
