@@ -88,7 +88,8 @@ class CompactLinear(nn.Module):
     @torch.no_grad()
     def largest_gradient(self, k: int, exclude: torch.Tensor, block_bytes: int) -> torch.Tensor:
         """The `k` flat positions outside the ascending `exclude` where |dL/dW| of the last backward is
-        largest, computed in blocks of rows of at most `block_bytes`."""
+        largest, computed in blocks of rows of at most `block_bytes`; each block's top-k (among its scores
+        above the running k-th best, once there are k) is merged into the running top-k."""
         if self.batch is None:
             raise RuntimeError("no backward yet: growth needs the gradient of a batch")
         gt, xt = self.batch
@@ -101,9 +102,13 @@ class CompactLinear(nn.Module):
             scores = gt[r0:r1].mm(xt.t()).abs_().view(-1)
             lo, hi = torch.searchsorted(exclude.contiguous(), torch.tensor([r0 * inp, r1 * inp])).tolist()
             scores.index_fill_(0, exclude[lo:hi] - r0 * inp, -1.0)  # below every |gradient|: never chosen
+            at = None
+            if best.numel() >= k:  # only scores above the running k-th best can enter: select among those
+                at = (scores > best_scores.min()).nonzero().squeeze(1)
+                scores = scores.index_select(0, at)
             top = scores.topk(min(k, scores.numel()))
             best_scores = torch.cat([best_scores, top.values])
-            best = torch.cat([best, top.indices + r0 * inp])
+            best = torch.cat([best, (top.indices if at is None else at.index_select(0, top.indices)) + r0 * inp])
             if best.numel() > k:
                 keep = best_scores.topk(k).indices
                 best_scores, best = best_scores.index_select(0, keep), best.index_select(0, keep)
