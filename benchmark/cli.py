@@ -206,7 +206,7 @@ def cmd_list(_: argparse.Namespace) -> int:
     for name, settings in PRESETS.items():
         print(f"  {name:24s} {PRESET_NOTES[name]}")
         print("      " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    print("\nmodels:   " + ", ".join(MODELS) + ", wrn-D-K (any depth 6n+4, widen factor K)")
+    print("\nmodels:   " + ", ".join(MODELS) + ", wrn-D-K (any depth 6n+4, widen factor K), mlp-HxL (L hidden layers of H)")
     print("datasets: " + ", ".join(f"{k} ({v.num_classes} classes, {'x'.join(map(str, v.input_shape))})"
                                    for k, v in DATASETS.items()))
     print("methods:  " + ", ".join(methods.METHODS))
