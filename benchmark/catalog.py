@@ -77,4 +77,5 @@ MODEL_FAMILIES = {
     "wrn-D-K": "WideResNet of any depth D = 6n+4 and widen factor K",
     "mobilenet-v1-A, mobilenet-v2-A": "MobileNets at width multiplier A (e.g. mobilenet-v1-1.98, the paper's "
                                       "big-sparse width at 75%)",
+    "mlp-HxL": "an MLP of L hidden layers of H units (e.g. mlp-40000x3, trainable on compact sparse layers only)",
 }

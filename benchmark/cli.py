@@ -250,7 +250,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.dry_run:
         return _dry_run(configs)
-    resolve_device(configs[0].device)
+    from .memory import check_fits
+
+    device = resolve_device(configs[0].device)
+    for cfg in {(c.model, c.dataset, c.optimizer, c.momentum > 0): c for c in configs}.values():
+        check_fits(cfg, device)
     if replicas.main:
         check_out_dir(args.out)
     sparsity = (f"layer sparsity {','.join(f'{v:g}' for v in configs[0].layer_sparsity)}"

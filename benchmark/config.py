@@ -179,9 +179,14 @@ class RunConfig(SparsityConfig):
         return min(round(self.rewind_fraction * total_steps), total_steps - 1)
 
     def settings(self) -> dict[str, Any]:
-        """Every setting that can change the result, seed excluded, by its explicit value (JSON types)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.metadata.get("identity", True) and f.name != "seed"}
+        """Every setting that can change the result, seed excluded, by its explicit value (JSON types); execution
+        `auto` by the execution it gives this method, so a run has one key however its execution was chosen."""
+        from methods.execution import execution_class  # imports torch: only where a run is keyed
+
+        settings = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+                    if f.metadata.get("identity", True) and f.name != "seed"}
+        settings["execution"] = execution_class(self.execution, self.method_class).name
+        return settings
 
     def config_key(self) -> str:
         """12 hex digits of the SHA-256 of `settings()`: the same for all seeds of one protocol."""

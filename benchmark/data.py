@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import gzip
 import hashlib
 import math
@@ -201,9 +202,9 @@ def _locate(name: str, root: Root) -> Path:
 
 def _normalise(images: np.ndarray, scale: float, info: DatasetInfo) -> Tensor:
     """uint8/float images (N, C, H, W) in [0, scale] -> normalised float32 tensor."""
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32) / scale)
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).div_(scale)  # a copy, then in place
     mean, std = torch.tensor(info.mean).view(1, -1, 1, 1), torch.tensor(info.std).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return x.sub_(mean).div_(std)
 
 
 def _labels(y: np.ndarray) -> Tensor:
@@ -231,6 +232,14 @@ def _tensor_splits(name: str, root: Root, info: DatasetInfo, seed: int, n_synthe
 
         return sample(n_synthetic), sample(min(info.test_size, n_synthetic))
     place = _locate(name, root)
+    stat = [(p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(place.iterdir())]
+    return _file_splits(name, place, info, tuple(stat))
+
+
+@functools.lru_cache(maxsize=2)
+def _file_splits(name: str, place: Path, info: DatasetInfo, stat: tuple) -> tuple[Split, Split]:
+    """(train, test) tensors read from the files in `place`; kept for the next run of the process (a sweep
+    trains its runs one after another) while the files' names, sizes and times (`stat`) are unchanged."""
     try:
         x_train, y_train, x_test, y_test = _read_idx_folder(place) if name in IDX_DATASETS else _read_cifar(name, place)
     except Exception as err:
@@ -286,7 +295,7 @@ def _take(split: Split, idx: Tensor) -> Split:
     if isinstance(split, Dataset):
         return Subset(split, idx.tolist())
     x, y = split
-    return x[idx], y[idx]
+    return x.index_select(0, idx), y.index_select(0, idx)
 
 
 def _length(split: Split) -> int:

@@ -6,6 +6,7 @@ torchvision's) default initialisation, so `torch.manual_seed` before `build_mode
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from .catalog import MODEL_FAMILIES, TEXT_CORPORA
 Shape = tuple[int, int, int]
 WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
 MOBILENET_PATTERN = re.compile(r"mobilenet-v([12])-(\d+(?:\.\d+)?)")
+MLP_PATTERN = re.compile(r"mlp-([1-9]\d*)x([1-9]\d*)")
 
 
 def scaled(channels: int, width: float) -> int:
@@ -43,6 +45,17 @@ def lenet_300_100(num_classes: int, input_shape: Shape, width: float = 1.0) -> n
         fc2=nn.Linear(h1, h2), relu2=nn.ReLU(),
         fc3=nn.Linear(h2, num_classes),
     ))
+
+
+def mlp(hidden: int, layers: int, num_classes: int, input_shape: Shape, width: float = 1.0) -> nn.Module:
+    """`mlp-HxL`: `layers` hidden ReLU layers of `hidden` units (times width), then the classifier."""
+    sizes = [math.prod(input_shape), *[scaled(hidden, width)] * layers, num_classes]
+    modules = OrderedDict(flatten=nn.Flatten())
+    for j, (n_in, n_out) in enumerate(itertools.pairwise(sizes), 1):
+        modules[f"fc{j}"] = nn.Linear(n_in, n_out)
+        if j < len(sizes) - 1:
+            modules[f"relu{j}"] = nn.ReLU()
+    return nn.Sequential(modules)
 
 
 def lenet_5(num_classes: int, input_shape: Shape, width: float = 1.0) -> nn.Module:
@@ -364,5 +377,7 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int], 
         return WideResNet(int(match[1]), int(match[2]), num_classes, tuple(input_shape), width)
     if (match := MOBILENET_PATTERN.fullmatch(name)) and float(match[2]) > 0:
         return MOBILENETS[match[1]](num_classes, tuple(input_shape), float(match[2]) * width)
+    if match := MLP_PATTERN.fullmatch(name):
+        return mlp(int(match[1]), int(match[2]), num_classes, tuple(input_shape), width)
     known = ", ".join([*MODELS, *(f"{k} ({v})" for k, v in MODEL_FAMILIES.items())])
     raise ValueError(f"unknown model {name!r}; known models: {known}")

@@ -41,8 +41,9 @@ RUN_COLUMNS = [
     "wall_time_s", "steps_per_s", "device", "world_size", "torch", "commit", "code", "settings", "schema_version",
 ]
 GROUP_COLUMNS = ["dataset", "model", "method", "distribution", "sparsity", "multiplier"]
-# settings that are columns of a summary already, or that the seed's rows always share: not a protocol
-NOT_PROTOCOL = {"method", "sparsity", "distribution", "layer_sparsity", "multiplier"}
+# settings that are columns of a summary already, or that the seed's rows always share: not a protocol;
+# nor is the execution, which `auto` chooses per method (runs of one method that differ in it are labelled)
+NOT_PROTOCOL = {"method", "sparsity", "distribution", "layer_sparsity", "multiplier", "execution"}
 
 
 class ResultsError(ValueError):

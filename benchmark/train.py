@@ -14,6 +14,7 @@ reported alone (`flops.pretrain_flops` of metrics.json, runs.csv's `pretrain_flo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -59,7 +60,8 @@ def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
+                           foreach=True)  # the same numbers as the per-tensor loop (tested), fewer Python calls
 
 
 def lr_factor(cfg: RunConfig, epoch_steps: int) -> Callable[[int], float]:
@@ -357,10 +359,12 @@ class Loop:
                 x, y = map(replicas.shard, next(batches))
                 if cfg.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                with torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext():
                     out = net(x)
                     loss = criterion(out, y)
-                optimizer.zero_grad(set_to_none=True)
+                for group in optimizer.param_groups:  # optimizer.zero_grad(set_to_none=True), without its wrappers
+                    for p in group["params"]:
+                        p.grad = None
                 loss.backward()
                 info = sparsifier.step()
                 if info.stepped:  # the lr follows optimizer steps (an update iteration may replace one)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from .execution import EXECUTIONS
+from .execution import execution_class
 from .schedules import DropGrowSchedule
 from .selection import group_top, keyed_generator, random_mask, topk_indices
 
@@ -141,6 +141,7 @@ class Sparsifier:
     update_gradients: ClassVar[bool] = False  # its update reads the dense gradients of its step
     reference_skips_step: ClassVar[bool] = False  # its reference code updates in place of an optimizer step
     structured: ClassVar[bool] = False  # keeps N:M structure (SparsityConfig.structure) in every mask it makes
+    sparse_execution_helps: ClassVar[bool] = True  # execution="auto" trains it on sparse kernels (measured faster)
 
     def __init__(
         self,
@@ -191,7 +192,7 @@ class Sparsifier:
                 raise ValueError(f"masks= do not keep the {self.config.structure} structure (exactly N of every M "
                                  "consecutive weights along the input dimension, or dense) that this run asks for")
         self.counts = [int(m.sum()) for m in masks]
-        self.execution = EXECUTIONS[self.config.execution](self)
+        self.execution = execution_class(self.config.execution, type(self))(self)
         self.masks = [m.to(device=w.device, dtype=torch.bool) for m, w in zip(masks, self.weights)]
         self.apply_masks()
 

@@ -34,6 +34,7 @@ class DeepR(Sparsifier):
 
     name = "deepr"
     dynamic = True
+    sparse_execution_helps = False  # it writes weights outside the optimizer: every layer stays masked-dense
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -185,3 +185,12 @@ class MaskedDense(Execution):
 from .sparse_execution import SparseKernels  # noqa: E402 (it builds on MaskedDense)
 
 EXECUTIONS: dict[str, type[Execution]] = {cls.name: cls for cls in (MaskedDense, SparseKernels)}
+AUTO = "auto"  # sparse kernels for methods whose `sparse_execution_helps`, masked-dense for the others
+
+
+def execution_class(name: str, method: type) -> type[Execution]:
+    """The execution the setting `name` gives a method of class `method` (`auto` asks the method's trait)."""
+    if name == AUTO:
+        name = SparseKernels.name if method.sparse_execution_helps else MaskedDense.name
+    return EXECUTIONS[name]
+

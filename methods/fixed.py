@@ -15,6 +15,7 @@ class Dense(Sparsifier):
     uses_sparsity = False
     dense_baseline = True
     saves_rewind_point = True
+    sparse_execution_helps = False  # no sparse layer: nothing for kernels to do
 
     def target_counts(self) -> list[int]:
         return list(self.sizes)

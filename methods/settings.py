@@ -196,15 +196,15 @@ class ExecutionSettings(Settings):
     """Which execution trains the sparse layers."""
 
     execution: str = setting("masked", "how sparse layers compute with their active weights: masked (zeros in "
-                                       "dense tensors, dense kernels) or sparse (sparse Linear layers on sparse "
-                                       "kernels, with compact values and optimizer state)")
+                                       "dense tensors, dense kernels), sparse (sparse Linear layers on sparse "
+                                       "kernels, with compact values and optimizer state) or auto (sparse for the "
+                                       "methods it trains faster, masked for the others: dense, small-dense, deepr)")
 
     def checks(self) -> list[Check]:
-        from .execution import (
-            EXECUTIONS,  # the execution classes need torch: imported when checked
-        )
+        from .execution import AUTO, EXECUTIONS  # the execution classes need torch: imported when checked
 
-        return [(self.execution in EXECUTIONS, f"execution must be one of {', '.join(EXECUTIONS)}", "execution")]
+        names = [*EXECUTIONS, AUTO]
+        return [(self.execution in names, f"execution must be one of {', '.join(names)}", "execution")]
 
 
 @dataclass

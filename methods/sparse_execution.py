@@ -69,11 +69,24 @@ class _KernelLayer:
     def __init__(self, execution: SparseKernels, i: int, structure: sk.Structure, values: nn.Parameter):
         self.execution, self.i, self.structure, self.values = execution, i, structure, values
 
+    def values_grad(self, s: sk.Structure, gt: torch.Tensor, xt: torch.Tensor, needed: bool) -> torch.Tensor | None:
+        """The active values' gradient from the output gradient and input (both transposed); on a step whose
+        method needs the gradient of every weight (or SNFS's average), the dense gradient is computed once,
+        kept for the update and dropped after the step."""
+        sparsifier = self.execution.sparsifier
+        if not sparsifier.uses_dense_gradient(sparsifier.t):
+            return sk.weight_grad(s, gt, xt) if needed else None
+        dense = gt.mm(xt.t())
+        held = self.execution.dense_grads[self.i]
+        self.execution.dense_grads[self.i] = dense if held is None else held.add_(dense)
+        return dense.view(-1).index_select(0, s.positions) if needed else None
+
 
 class _SparseLinearFunction(torch.autograd.Function):
     """y = x W^T + b with W sparse; activations go through the kernels transposed (batch last). The output
     is returned as a transposed view, so that a following kernel layer (after elementwise ops, which keep
-    the layout) reads its input without a copy."""
+    the layout) reads its input without a copy. `layer` has the `structure` and computes its values'
+    gradient (`values_grad`): a `_KernelLayer`, or a `methods.compact.CompactLinear`."""
 
     @staticmethod
     def forward(ctx, x, values, bias, layer):
@@ -92,18 +105,8 @@ class _SparseLinearFunction(torch.autograd.Function):
         xt, values = ctx.saved_tensors
         s, layer = ctx.structure, ctx.layer
         gt = sk.transposed(gy.reshape(-1, s.shape[0]))
-        dx = dvalues = dbias = None
-        execution = layer.execution
-        sparsifier = execution.sparsifier
-        if sparsifier.uses_dense_gradient(sparsifier.t):
-            # the gradient of every weight, computed once for the update (or SNFS's average), dropped after the step
-            dense = gt.mm(xt.t())
-            held = execution.dense_grads[layer.i]
-            execution.dense_grads[layer.i] = dense if held is None else held.add_(dense)
-            if ctx.needs_input_grad[1]:
-                dvalues = dense.view(-1).index_select(0, s.positions)
-        elif ctx.needs_input_grad[1]:
-            dvalues = sk.weight_grad(s, gt, xt)
+        dx = dbias = None
+        dvalues = layer.values_grad(s, gt, xt, ctx.needs_input_grad[1])
         if ctx.needs_input_grad[2]:
             dbias = gt.sum(1)
         if ctx.needs_input_grad[0]:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import methods
-from methods.execution import EXECUTIONS, MaskedDense
+from benchmark.presets import preset_config
+from methods.execution import EXECUTIONS, MaskedDense, SparseKernels
 
 
 class Recording(MaskedDense):
@@ -48,5 +49,33 @@ def test_an_execution_is_chosen_by_the_setting_and_sees_every_step_and_update(ma
 
 
 def test_an_unknown_execution_is_refused():
-    with pytest.raises(ValueError, match="execution must be one of masked, sparse; got execution='kernels'"):
+    with pytest.raises(ValueError, match="execution must be one of masked, sparse, auto; got execution='kernels'"):
         methods.make_config(execution="kernels")
+
+
+@pytest.mark.parametrize("method, chosen", [("rigl", SparseKernels), ("static", SparseKernels), ("gmp", SparseKernels),
+                                            ("snfs", SparseKernels), ("dense", MaskedDense), ("deepr", MaskedDense)])
+def test_auto_trains_on_kernels_the_methods_they_speed_up_and_keys_runs_by_what_it_chose(make_run, method, chosen):
+    _, _, s = make_run(method, "mlp", "sgd", sparsity=0.9, execution="auto")
+    assert type(s.execution) is chosen
+    sparsity = 0.0 if method == "dense" else 0.9
+    auto = preset_config("fashion-mnist-lenet300", method=method, sparsity=sparsity, execution="auto")
+    explicit = preset_config("fashion-mnist-lenet300", method=method, sparsity=sparsity, execution=chosen.name)
+    assert auto.config_key() == explicit.config_key() and auto.settings()["execution"] == chosen.name
+
+
+def test_the_execution_auto_chose_per_method_does_not_label_a_summary_row():
+    import json
+
+    import pandas as pd
+
+    from benchmark.results import protocol_labels
+
+    def row(method, execution):
+        return {"dataset": "fashion-mnist", "model": "lenet-300-100", "method": method, "distribution": "erk",
+                "sparsity": 0.9, "multiplier": 1.0, "settings": json.dumps({"lr": 0.1, "execution": execution})}
+
+    df = pd.DataFrame([row("dense", "masked"), row("rigl", "sparse"), row("set", "sparse")])
+    assert protocol_labels(df).tolist() == ["", "", ""]
+    both = pd.DataFrame([row("rigl", "masked"), row("rigl", "sparse")])  # one method both ways: told apart
+    assert protocol_labels(both).tolist() == ["execution=masked", "execution=sparse"]

@@ -35,7 +35,7 @@ def _changed(name: str, value):
     special = {"method": "set", "dataset": "mnist", "model": "lenet-5", "optimizer": "adamw",
                "distribution": "erk", "anneal": "linear", "snip_scope": "global", "dense_first": True,
                "init_from": "results/runs/x", "layer_sparsity": (0.5, 0.5, 0.0), "lr_milestones": (1.0,),
-               "dense_lr_milestones": (1.0,), "inputs": "unit", "init": "glorot", "execution": "kernels",
+               "dense_lr_milestones": (1.0,), "inputs": "unit", "init": "glorot", "execution": "sparse",
                "sparsity": 0.8, "t_end": 0.5, "gmp_stop": 0.7, "momentum": 0.5, "val_fraction": 0.1,
                "rewind_fraction": 0.02, "snfs_momentum": 0.5, "alpha": 0.2, "label_smoothing": 0.1,
                "structure": "2:4"}
