@@ -18,7 +18,7 @@ import methods
 
 from . import distributed, export, migrate, perf
 from .config import RunConfig
-from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS, preset_config
+from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS, preset_config, preset_sparsity
 from .data import DATASETS
 from .files import check_numbers, check_out_dir, replace_atomic, write_text_atomic
 from .flops import extra_flops
@@ -27,7 +27,6 @@ from .parser import Parser
 
 GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds/--seed, --preset
 DEFAULT_METHODS = "dense,static,snip,gmp,set,rigl"
-DEFAULT_SPARSITY = "0.9"
 # runs.csv columns `summarize` groups or averages on: each cell must be a number
 SUMMARY_NUMBERS = ["sparsity", "multiplier", "seed", "test_accuracy", "test_loss", "train_flops_multiplier",
                    "inference_flops_multiplier", "wall_time_s"]
@@ -79,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "see `python -m benchmark list`")
     run.add_argument("--methods", default=DEFAULT_METHODS,
                      help=f"comma list or 'all' (default {DEFAULT_METHODS}); dense runs once, at sparsity 0")
-    run.add_argument("--sparsity", default=DEFAULT_SPARSITY, help="comma list of sparsities in [0, 1) (default 0.9)")
+    run.add_argument("--sparsity", default=None, help="comma list of sparsities in [0, 1) (default: the preset's, "
+                                                      "0.9 unless it sets one)")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", default=None, help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
     seeds.add_argument("--seed", type=int, default=None, help="exactly one seed N (--seeds N means the N seeds 0..N-1)")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "multipliers (the paper's accounting: multiply-add = 2 FLOPs, conv/linear only).")
     flops.add_argument("--preset", default=DEFAULT_PRESET, help=f"default {DEFAULT_PRESET}")
     flops.add_argument("--method", default="rigl", help="method name (default rigl)")
-    flops.add_argument("--sparsity", type=float, default=0.9, help="default 0.9")
+    flops.add_argument("--sparsity", type=float, default=None, help="default: the preset's (0.9 unless it sets one)")
     flops.add_argument("--json", action="store_true", help="print JSON instead of text")
     flops.add_argument("--extra", action="store_true",
                        help="also report, separately, the forward FLOPs the paper leaves out (batch norm, "
@@ -161,7 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .distributed import resolve_device
 
     seeds = [args.seed] if args.seed is not None else parse_seeds("1" if args.seeds is None else args.seeds)
-    configs = expand_grid(args.preset, _methods(args.methods), _sparsities(args.sparsity), seeds,
+    sparsities = [preset_sparsity(args.preset)] if args.sparsity is None else _sparsities(args.sparsity)
+    configs = expand_grid(args.preset, _methods(args.methods), sparsities, seeds,
                           **overrides_from(args))
     _check_executor(args)
     replicas = distributed.setup(configs[0].device)
@@ -181,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if replicas.main:
         check_out_dir(args.out)
     sparsity = (f"layer sparsity {','.join(f'{v:g}' for v in configs[0].layer_sparsity)}"
-                if configs[0].layer_sparsity else f"sparsity {args.sparsity}")
+                if configs[0].layer_sparsity else f"sparsity {','.join(f'{v:g}' for v in sparsities)}")
     say(f"{len(configs)} run(s): preset {args.preset}, methods {args.methods}, {sparsity}, "
         f"seeds {','.join(map(str, seeds))}; results in {out}/runs.csv"
         + (f"; data-parallel over {replicas.world_size} processes" if replicas.parallel else ""))
@@ -245,7 +246,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 def cmd_flops(args: argparse.Namespace) -> int:
     from .train import plan_run
 
-    cfg = preset_config(args.preset, **overrides_from(args), method=args.method, sparsity=args.sparsity)
+    cfg = preset_config(args.preset, **overrides_from(args), method=args.method,
+                        sparsity=preset_sparsity(args.preset) if args.sparsity is None else args.sparsity)
     summary = dataclasses.asdict(plan_run(cfg))
     extra = {}
     if args.extra:
