@@ -343,11 +343,12 @@ def test_adam_adds_l2_to_the_gradient_where_adamw_decays_the_weight():
     assert weights[1] == pytest.approx(1 - 7e-4 * 5e-4, abs=1e-7)
 
 
-def test_the_wikitext_preset_is_appendix_i():
+def test_the_wikitext_preset_is_appendix_i(capsys):
     cfg = preset_config("wikitext103-gru")
     assert (cfg.dataset, cfg.model, cfg.optimizer, cfg.distribution) == ("wikitext103", "char-gru", "adam", "uniform")
     assert (cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.batch_size, cfg.steps) == (7e-4, 5e-4, 10.0, 32, 200000)
     assert data_module.DATASETS["wikitext103"].input_shape == (512,)  # sequence length
     assert cfg.sparsity == 0.75 and (cfg.alpha, cfg.delta_t, cfg.t_end, cfg.anneal) == (0.1, 100, 1.0, "cosine")
     assert (cfg.gmp_start * 200000, cfg.gmp_stop * 200000, cfg.gmp_every) == (50000, 150000, 1000)
-
+    assert main(["run", "--preset", "wikitext103-gru", "--methods", "static", "--dry-run"]) == 0
+    assert "static-s0.75-seed0-" in capsys.readouterr().out  # the preset's sparsity when --sparsity is left out
