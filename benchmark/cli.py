@@ -25,11 +25,10 @@ from .catalog import DATASETS, MODEL_FAMILIES, MODEL_NAMES
 from .config import RunConfig
 from .loggers import LOGGERS
 from .parser import Parser
-from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS
+from .presets import DEFAULT_PRESET, PRESET_NOTES, PRESETS, preset_sparsity
 
 GRID_FIELDS = {"method", "sparsity", "seed", "preset"}  # given as --methods, --sparsity, --seeds/--seed, --preset
 DEFAULT_METHODS = "dense,static,snip,gmp,set,rigl"
-DEFAULT_SPARSITY = "0.9"
 # runs.csv columns `summarize` groups or averages on: each cell must be a number
 SUMMARY_NUMBERS = ["sparsity", "multiplier", "seed", "test_accuracy", "test_loss", "train_flops_multiplier",
                    "inference_flops_multiplier", "wall_time_s"]
@@ -101,7 +100,8 @@ def _run_arguments(run: argparse.ArgumentParser, argv: Sequence[str]) -> None:
                           "the flags given here override it")
     run.add_argument("--methods", default=None,
                      help=f"comma list or 'all' (default {DEFAULT_METHODS}); dense runs once, at sparsity 0")
-    run.add_argument("--sparsity", default=None, help=f"comma list of sparsities in [0, 1) (default {DEFAULT_SPARSITY})")
+    run.add_argument("--sparsity", default=None, help="comma list of sparsities in [0, 1) (default: the preset's, "
+                                                      "0.9 unless it sets one)")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", default=None, help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
     seeds.add_argument("--seed", type=int, default=None, help="exactly one seed N (--seeds N means the N seeds 0..N-1)")
@@ -129,7 +129,7 @@ def _run_arguments(run: argparse.ArgumentParser, argv: Sequence[str]) -> None:
 def _flops_arguments(flops: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     flops.add_argument("--preset", default=DEFAULT_PRESET, help=f"default {DEFAULT_PRESET}")
     flops.add_argument("--method", default="rigl", help="method name (default rigl)")
-    flops.add_argument("--sparsity", type=float, default=0.9, help="default 0.9")
+    flops.add_argument("--sparsity", type=float, default=None, help="default: the preset's (0.9 unless it sets one)")
     flops.add_argument("--json", action="store_true", help="print JSON instead of text")
     flops.add_argument("--extra", action="store_true",
                        help="also report, separately, the forward FLOPs the paper leaves out (batch norm, "
@@ -223,7 +223,7 @@ def _grid(args: argparse.Namespace) -> tuple[str, str, str, list[int], dict[str,
 
     preset = pick(args.preset, "preset", DEFAULT_PRESET)
     names = pick(args.methods, "methods", DEFAULT_METHODS)
-    sparsity = pick(args.sparsity, "sparsity", DEFAULT_SPARSITY)
+    sparsity = pick(args.sparsity, "sparsity", f"{preset_sparsity(preset):g}")
     seeds = [args.seed] if args.seed is not None else parse_seeds(pick(args.seeds, "seeds", "1"))
     return preset, names, sparsity, seeds, {**settings, **overrides_from(args)}
 
@@ -343,7 +343,8 @@ def cmd_flops(args: argparse.Namespace) -> int:
     from .presets import preset_config
     from .train import plan_run
 
-    cfg = preset_config(args.preset, **overrides_from(args), method=args.method, sparsity=args.sparsity)
+    cfg = preset_config(args.preset, **overrides_from(args), method=args.method,
+                        sparsity=preset_sparsity(args.preset) if args.sparsity is None else args.sparsity)
     summary = dataclasses.asdict(plan_run(cfg))
     extra = {}
     if args.extra:

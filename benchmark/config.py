@@ -25,6 +25,7 @@ from .catalog import DATASETS, TEXT_CORPORA
 
 INPUTS = ("standardized", "unit")
 INITS = ("default", "glorot")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def _exec(default: Any, help: str) -> Any:
@@ -46,11 +47,13 @@ class RunConfig(SparsityConfig):
     epochs: float = _opt(10.0, "training epochs at multiplier 1 (ignored when steps > 0)")
     steps: int = _opt(0, "optimizer steps at multiplier 1; 0 derives them from epochs")
     batch_size: int = _opt(100, "global batch size")
-    optimizer: str = _opt("sgd", "sgd (momentum) or adamw")
+    optimizer: str = _opt("sgd", "sgd (momentum), adam (L2 added to the gradient) or adamw (decoupled decay)")
     lr: float = _opt(0.1, "peak learning rate")
     momentum: float = _opt(0.9, "SGD momentum")
     nesterov: bool = _opt(True, "Nesterov momentum")
-    weight_decay: float = _opt(5e-4, "weight decay (L2 for sgd, decoupled for adamw)")
+    weight_decay: float = _opt(5e-4, "weight decay (L2 for sgd and adam, decoupled for adamw)")
+    grad_clip: float = _opt(0.0, "clip the gradient the optimizer applies (masked weights' left out) to this "
+                                 "global L2 norm (0: no clipping)")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     bias_decay: bool = _opt(True, "weight decay also on biases and other 1-D parameters (False: weight matrices "
                                   "and kernels only, as the RigL reference code's L2)")
@@ -106,13 +109,14 @@ class RunConfig(SparsityConfig):
             (self.epochs >= 0, "epochs must be >= 0", "epochs"),
             (self.steps >= 0, "steps must be >= 0 (0: derived from epochs)", "steps"),
             (self.batch_size >= 1, "batch_size must be >= 1", "batch_size"),
-            (self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw", "optimizer"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}", "optimizer"),
             (self.inputs in INPUTS, f"inputs must be one of {', '.join(INPUTS)}", "inputs"),
             (self.init in INITS, f"init must be one of {', '.join(INITS)}", "init"),
             (self.threads >= 1, "threads must be >= 1 (CPU threads of the run)", "threads"),
             (self.lr > 0, "lr must be > 0", "lr"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)", "momentum"),
             (self.weight_decay >= 0, "weight_decay must be >= 0", "weight_decay"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0 (0: no clipping)", "grad_clip"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)", "label_smoothing"),
             (not (self.label_smoothing and self.dataset in TEXT_CORPORA),
              "label_smoothing must be 0 on a text dataset (bits per character are the plain cross-entropy)",

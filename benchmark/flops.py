@@ -38,10 +38,11 @@ from torch import nn
 
 import methods
 
-from .models import AttentionMatmuls
+from .models import AttentionMatmuls, TiedOutput
 
-# modules whose forward FLOPs are counted (attention's QK^T and AV matmuls are dense work of their own module)
-COUNTED_MODULES = (nn.Linear, nn.modules.conv._ConvNd, AttentionMatmuls)
+# modules whose forward FLOPs are counted (attention's QK^T and AV matmuls and a tied embedding's output
+# projection are dense work of their own modules)
+COUNTED_MODULES = (nn.Linear, nn.modules.conv._ConvNd, AttentionMatmuls, TiedOutput)
 
 
 # ----- measuring forward FLOPs ------------------------------------------------------------

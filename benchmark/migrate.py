@@ -31,6 +31,7 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "inputs": "standardized", "init": "default", "bias_decay": True, "dense_lr_milestones": [],
     "update_at_start": False, "execution": "masked",
     "structure": "",  # N:M structured masks: runs before it were unstructured
+    "grad_clip": 0.0,  # gradient clipping: runs before it were not clipped
 }
 BACKUP_SUFFIX = ".before-migrate"
 

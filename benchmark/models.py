@@ -253,25 +253,41 @@ def _text_shape(name: str, input_shape: tuple[int, ...]) -> int:
     return input_shape[0]
 
 
+class TiedOutput(nn.Module):
+    """Scores over the vocabulary from the embedding matrix E it shares: `x @ E^T + bias` (the RigL paper's
+    shared embedding, Appendix I). It holds only the bias, so E stays one dense parameter (the embedding's,
+    never a sparse layer); a module of its own so the FLOP counter charges the projection (always dense)."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        return nn.functional.linear(x, weight, self.bias)
+
+
 class CharGRU(nn.Module):
-    """Embedding, a stacked GRU and a two-layer readout (Linear, ReLU, Linear to the vocabulary)."""
+    """The RigL paper's character model (Appendix I): an embedding, a stacked GRU, a readout of two Linear
+    layers (ReLU between them; the paper names no activation) to the embedding's width, and scores by the
+    shared embedding matrix (`TiedOutput`, with an output bias)."""
 
     def __init__(self, vocab: int, embedding: int, hidden: int, readout: int, layers: int = 1):
         super().__init__()
         self.embedding = nn.Embedding(vocab, embedding)
         self.gru = nn.GRU(embedding, hidden, num_layers=layers, batch_first=True)
-        self.readout = nn.Linear(hidden, readout)
+        self.readout1 = nn.Linear(hidden, readout)
         self.relu = nn.ReLU()
-        self.output = nn.Linear(readout, vocab)
+        self.readout2 = nn.Linear(readout, embedding)
+        self.output = TiedOutput(vocab)
 
     def forward(self, x: Tensor) -> Tensor:
         h, _ = self.gru(self.embedding(x))
-        return self.output(self.relu(self.readout(h))).transpose(1, 2)
+        return self.output(self.readout2(self.relu(self.readout1(h))), self.embedding.weight).transpose(1, 2)
 
 
 def char_gru(embedding: int, hidden: int, readout: int, layers: int, num_classes: int, input_shape: tuple[int, ...],
              width: float = 1.0) -> nn.Module:
-    """A GRU character model with every size times width (embedding, GRU state, readout)."""
+    """A GRU character model with every size times width (embedding, GRU state, first readout layer)."""
     _text_shape("char-gru", input_shape)
     return CharGRU(num_classes, scaled(embedding, width), scaled(hidden, width), scaled(readout, width), layers)
 
@@ -345,7 +361,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet-50": resnet_50,
     "mobilenet-v1": MobileNetV1,  # mobilenet-vN-A: width multiplier A, see build_model
     "mobilenet-v2": MobileNetV2,
-    # RigL section 4.2's character model (embedding 128, GRU state 512, readout 256) and a CPU-sized one
+    # RigL Appendix I's character model (shared embedding 128, GRU state 512, readout 256 and 128) and a
+    # CPU-sized one of the same shape (embedding 32, GRU state 128, readout 64 and 32)
     "char-gru": partial(char_gru, 128, 512, 256, 1),
     "char-gru-small": partial(char_gru, 32, 128, 64, 1),
     "char-gpt": partial(char_gpt, 256, 8, 6),  # dimension 256, 8 heads, 6 blocks

@@ -51,14 +51,17 @@ class RunInterrupted(Exception):
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD with (Nesterov) momentum and L2, or AdamW with decoupled decay; without `bias_decay`, 1-D
-    parameters (biases, norm scales) are a second group without decay."""
+    """SGD with (Nesterov) momentum and L2, Adam with L2 (the decay added to the gradient) or AdamW with
+    decoupled decay; without `bias_decay`, 1-D parameters (biases, norm scales) are a second group without
+    decay."""
     params: list = list(model.parameters())
     if not cfg.bias_decay:
         params = [{"params": [p for p in params if p.dim() > 1]},
                   {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
                            foreach=True)  # the same numbers as the per-tensor loop (tested), fewer Python calls
@@ -366,7 +369,7 @@ class Loop:
                     for p in group["params"]:
                         p.grad = None
                 loss.backward()
-                info = sparsifier.step()
+                info = sparsifier.step(clip_norm=cfg.grad_clip)
                 if info.stepped:  # the lr follows optimizer steps (an update iteration may replace one)
                     scheduler.step()
                 flops.step(info)

@@ -363,11 +363,15 @@ class Sparsifier:
     # ----- what the base owns --------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, scaler: torch.amp.GradScaler | None = None) -> StepInfo:
+    def step(self, scaler: torch.amp.GradScaler | None = None, clip_norm: float = 0.0) -> StepInfo:
         """Mask gradients, take the optimizer step, re-mask weights and update masks when scheduled.
 
         With a `scaler` (fp16 autocast), gradients are unscaled first and `scaler.step` is
-        used; call `scaler.update()` yourself as usual. An ordinary step does no host sync and
+        used; call `scaler.update()` yourself as usual. `clip_norm` > 0 clips the gradients the
+        optimizer applies (unscaled, masked: inactive weights' left out) to that global L2 norm
+        (`clip_grad_norm_` over the optimizer's parameters); a mask update's dense gradients (RigL's grow
+        score) and SNFS's momentum see the unclipped ones (one global factor: a step's ranking of a
+        layer's gradients is the same). An ordinary step does no host sync and
         touches only the sparse layers: one vectorised multiply of their gradients (and of their
         weights after the optimizer step, unless the optimizer keeps zero weights at zero, see
         `execution.ZERO_PRESERVING_OPTIMIZERS`). If you load weights into the model yourself, call
@@ -385,6 +389,9 @@ class Sparsifier:
             dense = self.execution.update_gradients(grads)
         self.execution.before_optimizer_step(grads)
         info.stepped = not (update and self.skips_step)
+        if info.stepped and clip_norm > 0:
+            nn.utils.clip_grad_norm_([p for group in self.optimizer.param_groups for p in group["params"]],
+                                     clip_norm)
         if info.stepped:
             self.optimizer.step() if scaler is None else scaler.step(self.optimizer)
         self.execution.after_optimizer_step()

@@ -57,6 +57,9 @@ BAD_RUN_FLAGS = [
     (["--lr", "inf"], "lr must be a finite number, got inf"),
     (["--momentum", "1"], "momentum must be in [0, 1)"),
     (["--weight-decay", "-1"], "weight_decay must be >= 0"),
+    (["--grad-clip", "-1"], "grad_clip must be >= 0 (0: no clipping); got grad_clip=-1.0"),
+    (["--grad-clip", "nan"], "grad_clip must be a finite number, got nan"),
+    (["--optimizer", "adagrad"], "optimizer must be one of sgd, adam, adamw; got optimizer='adagrad'"),
     (["--lr-gamma", "0"], "lr_gamma must be > 0"),
     (["--lr-milestones", "-1"], "lr_milestones must be epochs >= 0"),
     (["--lr-milestones", "nan"], "lr_milestones must be a list of finite numbers"),
@@ -88,7 +91,7 @@ def test_a_bad_run_flag_leaves_a_missing_out_missing(tmp_path, capsys, args, mes
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args,message", [BAD_RUN_FLAGS[i] for i in (0, 5, 12, 31, 32)])
+@pytest.mark.parametrize("args,message", [BAD_RUN_FLAGS[i] for i in (0, 5, 12, 34, 35)])
 def test_a_bad_run_flag_leaves_an_existing_out_byte_identical(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     assert main(["run", *QUICK, "--out", str(out)]) == 0

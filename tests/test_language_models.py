@@ -21,7 +21,7 @@ from benchmark.flops import forward_flops
 from benchmark.models import CharGPT, CharGRU, build_model
 from benchmark.presets import preset_config
 from benchmark.results import run_row, summarize, summary_markdown
-from benchmark.train import RunInterrupted, train
+from benchmark.train import RunInterrupted, make_optimizer, train
 
 FORTUNES = data_module.SYSTEM_DIRS["fortunes"][0]
 needs_fortunes = pytest.mark.skipif(not (FORTUNES / "zippy").is_file(),
@@ -91,13 +91,14 @@ def test_every_method_keeps_gru_masks_after_each_step(method):
             assert torch.equal(weight[~mask], torch.zeros(int((~mask).sum())))
         assert gru.weight_hh_l0 is s.weights[1]  # the module's own parameter, masked in place
     if method not in ("gmp", "dsr"):  # the others keep every layer at its target
-        assert s.counts == [24, 48, 12, 24]  # 25% of 24 x 4, 24 x 8, 6 x 8, 16 x 6
+        assert s.counts == [24, 48, 12, 6]  # 25% of 24 x 4, 24 x 8, 6 x 8, 4 x 6
 
 
 def test_recurrent_and_attention_flops_by_hand():
     # per sample of 7 steps: 2 FLOPs per weight per step; gates stacked in the rows (3 x 6)
+    # the tied output projection (4 -> 10, by the embedding's matrix) is dense work of its own module
     gru = CharGRU(vocab=10, embedding=4, hidden=6, readout=5)
-    assert forward_flops(gru, (7,)) == {"readout": 2 * 5 * 6 * 7, "output": 2 * 10 * 5 * 7,
+    assert forward_flops(gru, (7,)) == {"readout1": 2 * 5 * 6 * 7, "readout2": 2 * 4 * 5 * 7, "output": 2 * 10 * 4 * 7,
                                         "gru.weight_ih_l0": 2 * 18 * 4 * 7, "gru.weight_hh_l0": 2 * 18 * 6 * 7}
     gpt = CharGPT(vocab=10, length=8, dim=8, heads=2, layers=1)
     flops = forward_flops(gpt, (8,))
@@ -168,7 +169,8 @@ def test_fortunes_sequences_predict_the_next_byte():
 
 @needs_fortunes
 @pytest.mark.parametrize("preset, counts, csr", [
-    ("fortunes-gru", {"gru.weight_ih_l0": 3072, "gru.weight_hh_l0": 12288, "readout": 2048, "output": 4096}, 2),
+    # 25% of (3 x 128) x 32, (3 x 128) x 128, 64 x 128, 32 x 64
+    ("fortunes-gru", {"gru.weight_ih_l0": 3072, "gru.weight_hh_l0": 12288, "readout1": 2048, "readout2": 512}, 2),
     ("fortunes-gpt", {"blocks.0.qkv": 3072, "blocks.0.fc2": 4096, "head": 4096}, 9),
 ])
 def test_text_presets_train_with_exact_counts_and_report_bpc(tmp_path, monkeypatch, capsys, preset, counts, csr):
@@ -243,8 +245,8 @@ def test_language_model_runs_are_drawn_as_bpc_against_flops(tmp_path):
 
 
 @pytest.mark.parametrize("model, counts", [
-    # 90% uniform: (3 x 512) x 128, (3 x 512) x 512, 256 x 512, 256 x 256 weights keep 10%, rounded
-    ("char-gru", [19661, 78643, 13107, 6554]),
+    # 90% uniform: (3 x 512) x 128, (3 x 512) x 512, 256 x 512, 128 x 256 weights keep 10%, rounded
+    ("char-gru", [19661, 78643, 13107, 3277]),
     # per block: qkv 768 x 256, proj 256 x 256, fc1 1024 x 256, fc2 256 x 1024; the head 256 x 256
     ("char-gpt", [19661, 6554, 26214, 26214] * 6 + [6554]),
 ])
@@ -260,3 +262,93 @@ def test_the_paper_sized_text_models_take_a_step_with_exact_counts(model, counts
     assert s.counts == counts
     assert [int((w != 0).sum()) for w in s.weights] <= counts and all(
         not bool(w[~m].any()) for w, m in zip(s.weights, s.masks))
+
+
+def test_char_gru_is_appendix_i_shape_with_the_embedding_as_its_output_matrix():
+    net = build_model("char-gru", 256, (512,))
+    shapes = {name: tuple(p.shape) for name, p in net.named_parameters()}
+    assert shapes == {"embedding.weight": (256, 128), "gru.weight_ih_l0": (1536, 128), "gru.weight_hh_l0": (1536, 512),
+                      "gru.bias_ih_l0": (1536,), "gru.bias_hh_l0": (1536,), "readout1.weight": (256, 512),
+                      "readout1.bias": (256,), "readout2.weight": (128, 256), "readout2.bias": (128,),
+                      "output.bias": (256,)}  # no output matrix of its own
+    assert sum(p.numel() for p in net.parameters()) == 1183360
+    small = {name: tuple(p.shape) for name, p in build_model("char-gru-small", 256, (128,)).named_parameters()}
+    assert small["embedding.weight"] == (256, 32) and small["gru.weight_hh_l0"] == (384, 128)
+    assert small["readout1.weight"] == (64, 128) and small["readout2.weight"] == (32, 64)
+    # scores of a byte never seen in the input reach the embedding only through the shared output matrix
+    torch.manual_seed(0)
+    model = CharGRU(vocab=5, embedding=3, hidden=4, readout=2)
+    seen = []
+    model.readout2.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    model(torch.zeros(1, 6, dtype=torch.long))[:, 3].sum().backward()
+    grad = model.embedding.weight.grad
+    assert torch.equal(grad[3], seen[0][0].sum(0))  # d(sum_t h_t . E_3) / dE_3
+    assert not grad[[1, 2, 4]].any()
+    assert torch.equal(model.output.bias.grad, torch.tensor([0.0, 0.0, 0.0, 6.0, 0.0]))
+
+
+def test_char_gru_dense_forward_flops_per_step_by_hand():
+    # 2 FLOPs per weight per step: GRU 1536 x 128 and 1536 x 512, readout 256 x 512 and 128 x 256, and the
+    # tied output 256 x 128 by the embedding matrix
+    flops = forward_flops(build_model("char-gru", 256, (1,)), (1,))
+    assert flops["output"] == 65536
+    assert sum(flops.values()) == 2359296
+
+
+def test_grad_clip_scales_the_applied_gradient_to_its_norm_masked_weights_left_out():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2, bias=False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.0, weight_decay=0.0)
+    s = methods.create("static", model, optimizer, total_steps=3, sparsity=0.5, distribution="uniform",
+                       dense_first=False)
+    weight, mask = model[0].weight, s.masks[0]
+    assert int(mask.sum()) == 2
+    before = weight.detach().clone()
+    grad = torch.full((2, 2), 100.0)  # masked entries: they must not count in the norm
+    grad[mask] = torch.tensor([12.0, 16.0])  # norm 20
+    weight.grad = grad.clone()
+    s.step(clip_norm=10.0)
+    # clip_grad_norm_ scales by 10 / (20 + 1e-6): steps of 6 and 8 up to that epsilon
+    step = before - weight.detach()
+    assert step[mask].tolist() == pytest.approx([6.0, 8.0], rel=1e-6)
+    assert not weight.detach()[~mask].any()
+    weight.grad = grad.clone()
+    s.step(clip_norm=30.0)  # below the limit: unchanged
+    assert (before - weight.detach())[mask].tolist() == pytest.approx([18.0, 24.0], rel=1e-6)
+
+
+def test_a_run_passes_grad_clip_to_every_step(tmp_path, monkeypatch):
+    norms = []
+    step = methods.Sparsifier.step
+    monkeypatch.setattr(methods.Sparsifier, "step",
+                        lambda self, *a, **k: norms.append(k.get("clip_norm")) or step(self, *a, **k))
+    train(preset_config("digits-lenet300", method="static", sparsity=0.9, steps=3, log_every=1, grad_clip=2.5),
+          tmp_path / "run")
+    assert norms == [2.5, 2.5, 2.5]
+
+
+def test_adam_adds_l2_to_the_gradient_where_adamw_decays_the_weight():
+    cfgs = [preset_config("wikitext103-gru", optimizer=name) for name in ("adam", "adamw")]
+    weights = []
+    for cfg in cfgs:
+        model = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+        optimizer = make_optimizer(cfg, model)
+        model.weight.grad = torch.zeros(1, 1)
+        optimizer.step()
+        weights.append(model.weight.item())
+    # Adam: gradient 5e-4 * 1, first step lr * g / (|g| + 1e-8); AdamW: w * (1 - lr * 5e-4), no gradient step
+    assert weights[0] == pytest.approx(1 - 7e-4 * 5e-4 / (5e-4 + 1e-8), abs=1e-7)
+    assert weights[1] == pytest.approx(1 - 7e-4 * 5e-4, abs=1e-7)
+
+
+def test_the_wikitext_preset_is_appendix_i(capsys):
+    cfg = preset_config("wikitext103-gru")
+    assert (cfg.dataset, cfg.model, cfg.optimizer, cfg.distribution) == ("wikitext103", "char-gru", "adam", "uniform")
+    assert (cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.batch_size, cfg.steps) == (7e-4, 5e-4, 10.0, 32, 200000)
+    assert data_module.DATASETS["wikitext103"].input_shape == (512,)  # sequence length
+    assert cfg.sparsity == 0.75 and (cfg.alpha, cfg.delta_t, cfg.t_end, cfg.anneal) == (0.1, 100, 1.0, "cosine")
+    assert (cfg.gmp_start * 200000, cfg.gmp_stop * 200000, cfg.gmp_every) == (50000, 150000, 1000)
+    assert main(["run", "--preset", "wikitext103-gru", "--methods", "static", "--dry-run"]) == 0
+    assert "static-s0.75-seed0-" in capsys.readouterr().out  # the preset's sparsity when --sparsity is left out
