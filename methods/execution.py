@@ -182,15 +182,17 @@ class MaskedDense(Execution):
         self._mask_layers(list(range(len(self._multipliers))))
 
 
-from .sparse_execution import SparseKernels  # noqa: E402 (it builds on MaskedDense)
-
-EXECUTIONS: dict[str, type[Execution]] = {cls.name: cls for cls in (MaskedDense, SparseKernels)}
+EXECUTIONS: dict[str, type[Execution]] = {MaskedDense.name: MaskedDense}  # SparseKernels joins from sparse_execution
 AUTO = "auto"  # sparse kernels for methods whose `sparse_execution_helps`, masked-dense for the others
+SPARSE = "sparse"
 
 
 def execution_class(name: str, method: type) -> type[Execution]:
     """The execution the setting `name` gives a method of class `method` (`auto` asks the method's trait)."""
     if name == AUTO:
-        name = SparseKernels.name if method.sparse_execution_helps else MaskedDense.name
+        name = SPARSE if method.sparse_execution_helps else MaskedDense.name
     return EXECUTIONS[name]
 
+
+# SparseKernels builds on MaskedDense and registers itself in EXECUTIONS, whichever module is imported first
+from . import sparse_execution  # noqa: E402,F401

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import sparse_kernels as sk
-from .execution import MaskedDense
+from .execution import EXECUTIONS, SPARSE, MaskedDense
 
 if TYPE_CHECKING:
     from .base import MaskChange, Sparsifier
@@ -117,7 +117,7 @@ class _SparseLinearFunction(torch.autograd.Function):
 class SparseKernels(MaskedDense):
     """Sparse Linear layers run on sparse kernels with compact values and optimizer state (module doc)."""
 
-    name = "sparse"
+    name = SPARSE
     max_density = 0.4  # a Linear layer denser than this trains masked-dense (the dense GEMM is faster)
 
     def __init__(self, sparsifier: Sparsifier):
@@ -341,3 +341,6 @@ class SparseKernels(MaskedDense):
         module.__class__ = nn.Linear
         del module._sparse_handle
         self.layers[i] = None
+
+
+EXECUTIONS[SparseKernels.name] = SparseKernels
