@@ -5,7 +5,8 @@ import torch
 
 import methods
 from benchmark.presets import preset_config
-from methods.execution import EXECUTIONS, MaskedDense, SparseKernels
+from methods.execution import EXECUTIONS, MaskedDense
+from methods.sparse_execution import SparseKernels
 
 
 class Recording(MaskedDense):
