@@ -2,7 +2,7 @@
 # The sweeps behind REPRODUCTION.md. Every command is resumable: run this script again after an
 # interruption and finished runs are skipped, interrupted ones resume from their checkpoints.
 # Usage: bash scripts/reproduce.sh [fmnist-lenet300|new-methods|landscape|mnist-lenet300|mnist-lenet300-full|
-#                                   mnist-snfs|fmnist-lenet5|all]
+#                                   mnist-snfs|fmnist-lenet5|fortunes-gru|all]
 # (default all). Figures and tables of each sweep go to results/<sweep>/figures and results/<sweep>/tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,5 +89,13 @@ if [[ $sweep == fmnist-lenet5 || $sweep == all ]]; then
   $py -m benchmark run --preset fashion-mnist-lenet5 --methods rigl,set,static,snip,gmp,dense --sparsity 0.9,0.95 \
       --seeds 2 --distribution erk --workers "$workers" --out $out
   finished $out fmnist-lenet5
+  report $out
+fi
+if [[ $sweep == fortunes-gru || $sweep == all ]]; then  # section 4.2's model family, CPU-sized (bits per character)
+  timed
+  out=results/fortunes-gru
+  $py -m benchmark run --preset fortunes-gru --methods rigl,set,static,dense --sparsity 0.75,0.9 \
+      --workers "$workers" --out $out
+  finished $out fortunes-gru
   report $out
 fi

@@ -32,6 +32,7 @@ SWEEPS = {  # folder: what it holds, for the timing table
     "mnist-lenet300-short": "1. MNIST LeNet-300-100, shortened protocol",
     "fashion-mnist-lenet300": "2. Fashion-MNIST LeNet-300-100 (and 2b, 4)",
     "fashion-mnist-lenet5": "3. Fashion-MNIST LeNet-5",
+    "fortunes-gru": "5. Character-level GRU, fortunes corpus",
 }
 
 
@@ -176,7 +177,9 @@ def render() -> str:
     fm = runs("fashion-mnist-lenet300")
     new = fm.method.isin(["dsr", "deepr", "lottery-static", "lottery-rigl"]).sum()
     values = dict(
-        status_full=progress("mnist-lenet300", 30), status_snfs=progress("mnist-lenet300-snfs", 36), table_snfs=snfs_table(),
+        status_full=progress("mnist-lenet300", 30), status_gru=progress("fortunes-gru", 7),
+        table_gru=table("fortunes-gru") if started("fortunes-gru") else "No runs yet.",
+        status_snfs=progress("mnist-lenet300-snfs", 36), table_snfs=snfs_table(),
         n_short=counts["mnist-lenet300-short"],
         n_fmnist=len(fm) - new, n_new=new, n_lenet5=counts["fashion-mnist-lenet5"],
         n_total=sum(counts.values()), timing=timing(), software=software(),
