@@ -9,8 +9,9 @@ matplotlib take a second), so that the command line's --help stays fast.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from methods.lazy import lazy_getattr
 
 if TYPE_CHECKING:  # what `__getattr__` imports on first use
     from benchmark.logs import read_log
@@ -38,18 +39,7 @@ _RUNS = ("find_run_dirs", "group_rows", "group_title", "groups", "load_paper", "
 _LAZY = {"read_log": "benchmark.logs", **{name: f"{__name__}.runs" for name in _RUNS}}
 
 
-def __getattr__(name: str) -> Any:
-    """Import a function's module (or a submodule such as `plots`) on first use."""
-    path = _LAZY.get(name, f"{__name__}.{name}")
-    try:
-        module = importlib.import_module(path)
-    except ModuleNotFoundError as err:
-        if err.name != path:
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(module, name) if name in _LAZY else module
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
 __all__ = [

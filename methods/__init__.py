@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .config import SparsityConfig
 from .distributions import DISTRIBUTIONS, layer_counts
+from .lazy import lazy_getattr
 
 if TYPE_CHECKING:  # what `__getattr__` imports on first use (and what the code fingerprint follows)
     from .base import Sparsifier, StepInfo, sparse_layers
@@ -63,18 +64,7 @@ class _Registry(Mapping):
 METHODS: Mapping[str, type[Sparsifier]] = _Registry()
 
 
-def __getattr__(name: str) -> Any:
-    """Import the defining submodule of a torch-backed name (or a submodule itself) on first use."""
-    path = f"{__name__}.{_LAZY.get(name, name)}"
-    try:
-        module = importlib.import_module(path)
-    except ModuleNotFoundError as err:
-        if err.name != path:
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(module, name) if name in _LAZY else module
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), {name: f"{__name__}.{module}" for name, module in _LAZY.items()})
 
 
 def method_class(name: str) -> type[Sparsifier]:
