@@ -97,7 +97,10 @@ def seeds_note(summ: pd.DataFrame, unit: str = "seeds") -> str:
     """"mean ± std over 3 seeds" ("2–3 seeds" where it varies), naming diverged runs left out."""
     counts = summ["seeds"].astype(int)
     low, high = counts.min(), counts.max()
-    note = f"mean ± std over {low}{'' if low == high else f'–{high}'} {unit}"
+    if high == 1 and unit == "seeds":
+        note = "one seed each (no std)"
+    else:
+        note = f"mean ± std over {low}{'' if low == high else f'–{high}'} {unit}"
     diverged = int(summ["diverged"].sum()) if "diverged" in summ.columns else 0
     return note + (f" ({diverged} diverged run{'s' if diverged > 1 else ''} left out)" if diverged else "")
 

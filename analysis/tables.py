@@ -12,6 +12,7 @@ import pandas as pd
 from . import style
 from .runs import (
     LOWER_IS_BETTER,
+    group_metric,
     group_rows,
     group_title,
     groups,
@@ -78,7 +79,9 @@ def _blocks(runs: pd.DataFrame, metric: str, digits: int) -> list[_Block]:
 
 def accuracy_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     """The numbers of the tables as a DataFrame: one row per (dataset, model, method, distribution,
-    multiplier, sparsity) with mean, std, seeds, FLOP multipliers and `best` (bold in the tables)."""
+    multiplier, sparsity) with mean, std, seeds, FLOP multipliers and `best` (bold in the tables).
+    Language models' runs show bits per character where test accuracy is asked for (`group_metric`)."""
+    metric = group_metric(runs, metric)
     rows = []
     for b in _blocks(runs, metric, 2):
         for (key, level), c in b.cells.items():
@@ -110,6 +113,7 @@ def _seeds_text(seeds: tuple[int, int]) -> str:
 def markdown_table(runs: pd.DataFrame, metric: str = "test_accuracy", digits: int = 2) -> str:
     """Markdown: a heading and a table per (dataset, model); accuracy as mean ± std, best sparse one per
     sparsity in bold, training and inference FLOPs (× dense) beside it."""
+    metric = group_metric(runs, metric)
     out = []
     for b in _blocks(runs, metric, digits):
         out.append(f"### {group_title(b.dataset, b.model, b.protocol)}\n")
@@ -152,6 +156,7 @@ def _tex_flops(value: float) -> str:
 def latex_table(runs: pd.DataFrame, metric: str = "test_accuracy", digits: int = 2) -> str:
     """LaTeX (booktabs: \\toprule, \\midrule, \\bottomrule; needs \\usepackage{booktabs}), one table
     environment per (dataset, model), laid out like markdown_table."""
+    metric = group_metric(runs, metric)
     out = [r"% needs \usepackage{booktabs}"]
     for b in _blocks(runs, metric, digits):
         n = len(b.levels)
