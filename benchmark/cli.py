@@ -293,8 +293,9 @@ def _dry_run(configs: list[RunConfig]) -> int:
 def cmd_list(_: argparse.Namespace) -> int:
     """Presets with the values they set, names, and method defaults: imports no torch."""
     print("presets (python -m benchmark run --preset NAME; `run --preset NAME --help` shows every value it uses):")
+    width = max(map(len, PRESETS))
     for name, settings in PRESETS.items():
-        print(f"  {name:24s} {PRESET_NOTES[name]}")
+        print(f"  {name:{width}s} {PRESET_NOTES[name]}")
         print("      " + ", ".join(f"{k}={readable(v)}" for k, v in settings.items()))
     print("\nmodels:   " + ", ".join(MODEL_NAMES))
     for family, meaning in MODEL_FAMILIES.items():
