@@ -97,11 +97,14 @@ def test_load_runs_reads_several_files_and_labels_protocols_over_all_of_them():
     df = analysis.load_runs([pattern])
     assert len(df) == sum(len(pd.read_csv(f)) for f in files) > 200
     mnist = [g for g in analysis.groups(df) if g[:2] == ("mnist", "lenet-300-100")]
-    # the full (200 epochs) and the shortened (20 epochs) protocol, each with its own dense runs
-    assert len(mnist) == 2
-    for group, epochs in zip(sorted(mnist, key=lambda g: "epochs=20," in g[2]), (200, 20)):
-        rows = analysis.group_rows(df, *group)
-        assert set(rows["epochs"]) == {epochs} and (rows["method"] == "dense").sum() == 3
+    # the full (200 epochs) and shortened (20 epochs) protocols, each with its own dense runs, and the SNFS
+    # paper's (100 epochs, no dense run in that sweep)
+    assert len(mnist) == 3
+    by_epochs = {int(analysis.group_rows(df, *g)["epochs"].iloc[0]): g for g in mnist}
+    assert sorted(by_epochs) == [20, 100, 200]
+    for epochs, dense in ((200, 3), (20, 3), (100, 0)):
+        rows = analysis.group_rows(df, *by_epochs[epochs])
+        assert set(rows["epochs"]) == {epochs} and (rows["method"] == "dense").sum() == dense
     assert analysis.groups(analysis.select(df, "fashion-mnist", "lenet-5")) == [("fashion-mnist", "lenet-5", "")]
     folders = analysis.run_dirs_for([pattern], analysis.select(df, "fashion-mnist", "lenet-5"))
     assert len(folders) == 22 and all(f.parent.parent.name == "fashion-mnist-lenet5" for f in folders)
