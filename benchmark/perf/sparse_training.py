@@ -13,10 +13,8 @@ import methods
 
 from ..flops import FlopCounter, forward_flops
 from ..models import build_model
-from ..presets import preset_config
-from ..train import make_optimizer
 from .setups import ModelSetup, clock, median
-from .training import TOTAL_STEPS
+from .training import TOTAL_STEPS, build_variant
 
 CHECK_STEPS = 6  # steps compared with masked-dense training, the first update among them
 
@@ -30,15 +28,7 @@ def wants_sparse_training(name: str, setup: ModelSetup) -> bool:
 
 
 def _build(name, setup, method, sparsity, execution, device, batch, criterion):
-    cfg = preset_config(setup.preset, **({"method": method, "sparsity": sparsity, "execution": execution}
-                                         if method else {}))
-    torch.manual_seed(0)
-    model = build_model(name, 10, setup.input_shape).to(device).train()
-    optimizer = make_optimizer(cfg, model)
-    sparsifier = None if method is None else methods.create(
-        method, model, optimizer, total_steps=TOTAL_STEPS, config=cfg.sparsity_config(),
-        init_batches=[batch] if cfg.method_class.needs_init_batches else None, loss_fn=criterion)
-    return model, optimizer, sparsifier
+    return build_variant(name, setup, method, sparsity, device, batch, criterion, execution=execution)
 
 
 def _step(model, optimizer, sparsifier, batch, criterion, t=None) -> float:

@@ -53,28 +53,32 @@ class Variant:
     rounds: list[list[tuple[float, float, float]]] = field(default_factory=list)  # (step, sparsity code, optimizer)
 
 
+def build_variant(name: str, setup: ModelSetup, method: str | None, sparsity: float, device: torch.device,
+                  batch: tuple[torch.Tensor, torch.Tensor], criterion: nn.Module, **overrides: Any):
+    """(model, optimizer, sparsifier) of `method` at `sparsity` on the setup's preset with `overrides`, from seed 0
+    so every variant starts from the same weights; method None is the plain dense step (no sparsifier)."""
+    cfg = preset_config(setup.preset, **({"method": method, "sparsity": sparsity, **overrides} if method else {}))
+    torch.manual_seed(0)
+    model = build_model(name, 10, setup.input_shape).to(device).train()
+    optimizer = make_optimizer(cfg, model)
+    sparsifier = None if method is None else methods.create(
+        method, model, optimizer, total_steps=TOTAL_STEPS, config=cfg.sparsity_config(),
+        init_batches=[batch] if cfg.method_class.needs_init_batches else None, loss_fn=criterion)
+    return model, optimizer, sparsifier
+
+
 def _build_training(name: str, setup: ModelSetup, method_names: list[str], sparsity: float, device: torch.device,
                     batch: tuple[torch.Tensor, torch.Tensor], sync) -> tuple[list[Variant], dict[str, float]]:
     """Dense and method variants, each with its own model (same initial weights) and optimizer."""
     criterion = nn.CrossEntropyLoss()
 
-    def fresh(method: str | None):  # None: the plain dense step (no sparsifier)
-        cfg = preset_config(setup.preset, **({"method": method, "sparsity": sparsity} if method else {}))
-        torch.manual_seed(0)
-        model = build_model(name, 10, setup.input_shape).to(device).train()
-        optimizer = make_optimizer(cfg, model)
-        return cfg, model, optimizer
-
-    _, model, optimizer = fresh(None)
+    model, optimizer, _ = build_variant(name, setup, None, sparsity, device, batch, criterion)
     module_flops = forward_flops(copy.deepcopy(model).cpu(), setup.input_shape)
     variants = [Variant("dense", model, optimizer, _TimedStep(optimizer, sync))]
     flops = {}
     x, y = batch
     for method in method_names:
-        cfg, model, optimizer = fresh(method)
-        sparsifier = methods.create(method, model, optimizer, total_steps=TOTAL_STEPS, config=cfg.sparsity_config(),
-                                    init_batches=[batch] if cfg.method_class.needs_init_batches else None,
-                                    loss_fn=criterion)
+        model, optimizer, sparsifier = build_variant(name, setup, method, sparsity, device, batch, criterion)
         timer = _TimedStep(optimizer, sync)
         counter = FlopCounter(module_flops, sparsifier.names, sparsifier.sizes)
         if sparsifier.settled_step():  # train at the final sparsity: run the last step that changes it first
@@ -147,13 +151,7 @@ def _cuda_peaks(name: str, setup: ModelSetup, method_names: list[str], sparsity:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        cfg = preset_config(setup.preset, **({"method": method, "sparsity": sparsity} if method else {}))
-        torch.manual_seed(0)
-        model = build_model(name, 10, setup.input_shape).to(device).train()
-        optimizer = make_optimizer(cfg, model)
-        sparsifier = None if method is None else methods.create(
-            method, model, optimizer, total_steps=TOTAL_STEPS, config=cfg.sparsity_config(),
-            init_batches=[batch] if cfg.method_class.needs_init_batches else None, loss_fn=criterion)
+        model, optimizer, sparsifier = build_variant(name, setup, method, sparsity, device, batch, criterion)
         steps = [1, 2, 3]
         if sparsifier is not None and sparsifier.dynamic:
             steps[1] = next((t for t in range(1, TOTAL_STEPS) if sparsifier.is_update_step(t)), 2)
