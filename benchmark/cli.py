@@ -106,7 +106,9 @@ def _run_arguments(run: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     seeds.add_argument("--seeds", default=None, help="a count (3 = seeds 0,1,2) or a comma list (default 1)")
     seeds.add_argument("--seed", type=int, default=None, help="exactly one seed N (--seeds N means the N seeds 0..N-1)")
     run.add_argument("--out", default="results", help="output folder: runs.csv and runs/<run id>/ (default results)")
-    run.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
+    run.add_argument("--workers", default="auto", metavar="N|auto",
+                     help="runs trained in parallel processes (default auto: one per CPU this process may use, "
+                          "divided by the runs' threads, at most one per run; 1 on a GPU or under torchrun)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="local: this machine (--workers processes); ray: one Ray task per run (default local)")
     run.add_argument("--ray-address", default=None,
@@ -197,9 +199,16 @@ def _sparsities(text: str) -> list[float]:
 
 
 def _check_executor(args: argparse.Namespace) -> None:
-    """ValueError naming the flag for a bad number of workers or bad Ray resources."""
+    """ValueError naming the flag for a bad number of workers or bad Ray resources; `args.workers` becomes a
+    count, or None for auto (`sweep.auto_workers`)."""
+    if args.workers == "auto":
+        args.workers = None
+    elif not args.workers.lstrip("-").isdigit():
+        raise ValueError(f"--workers takes a count or auto, got {args.workers!r}")
+    else:
+        args.workers = int(args.workers)
     checks = [
-        (args.workers >= 1, "--workers must be >= 1"),
+        (args.workers is None or args.workers >= 1, "--workers must be >= 1 or auto"),
         (math.isfinite(args.cpus_per_run) and args.cpus_per_run > 0, "--cpus-per-run must be a number > 0"),
         (math.isfinite(args.gpus_per_run) and args.gpus_per_run >= 0, "--gpus-per-run must be a number >= 0"),
         (args.retries >= 0, "--retries must be >= 0"),
@@ -244,7 +253,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_executor(args)
     check_logger(args.logger)
     replicas = distributed.setup(configs[0].device)
-    if replicas.parallel and (args.workers > 1 or args.executor != "local"):
+    if replicas.parallel and ((args.workers or 1) > 1 or args.executor != "local"):
         raise ValueError("under torchrun every process trains the same run: use --workers 1 --executor local")
     say = tqdm.write if replicas.main else (lambda *_: None)
     out = Path(args.out)

@@ -192,7 +192,16 @@ def _ray(todo: list[RunConfig], out: Path, address: str | None, cpus: float, gpu
             raise cause if isinstance(cause, (ValueError, OSError)) else err
 
 
-def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Callable[[str], None] = tqdm.write,
+def auto_workers(configs: list[RunConfig]) -> int:
+    """The processes a local sweep of `configs` uses by default: as many as the CPUs this process may use hold
+    runs of their `threads` each (results do not depend on it), or 1 on a GPU or under torchrun."""
+    if not configs or distributed.current().parallel or any(resolve_device(c.device).type != "cpu" for c in configs):
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // max(c.threads for c in configs))
+
+
+def run_sweep(configs: list[RunConfig], out: Path, workers: int | None = 1, report: Callable[[str], None] = tqdm.write,
               executor: str = "local", ray_address: str | None = None, cpus_per_run: float = 1,
               gpus_per_run: float = 0, retries: int = 3, rerun_stale: bool = False,
               logger: str = "none") -> list[dict[str, Any]]:
@@ -201,7 +210,8 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
     however many sweeps, workers or retries ask for it. Runs whose row or checkpoint other training
     code wrote are stale: named one line each, and trained again only with `rerun_stale`.
 
-    `executor="local"`: in this process, or with workers > 1 in that many processes. `executor="ray"`:
+    `executor="local"`: in this process, or with workers > 1 in that many processes (at most one per run to
+    train; None: `auto_workers`). `executor="ray"`:
     one Ray task per run with `cpus_per_run`/`gpus_per_run`, on the cluster at `ray_address` (None
     starts a local one). Under torchrun every rank trains every run together and only rank 0 writes.
     Every run trains with its own `threads` setting, so results do not depend on the executor.
@@ -228,8 +238,9 @@ def run_sweep(configs: list[RunConfig], out: Path, workers: int = 1, report: Cal
     def execute(batch: list[RunConfig]) -> Iterator[Outcome]:
         if executor == "ray":
             return _ray(batch, out, ray_address, cpus_per_run, gpus_per_run, retries, rerun_stale, logger)
-        if workers > 1:
-            return _processes(batch, out, workers, rerun_stale, logger)
+        processes = min(workers or auto_workers(batch), len(batch))
+        if processes > 1:
+            return _processes(batch, out, processes, rerun_stale, logger)
         return _inline(batch, out, rerun_stale, logger)
 
     first, rest = pretraining_first(todo, set(rows) - set(stale))

@@ -7,6 +7,15 @@ from torch import nn
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def inline_sweeps(monkeypatch):
+    """`run` without --workers trains in this process (tests inspect its output and patch its modules); the
+    tests that need processes ask for --workers, and test_harness tests `auto_workers` itself."""
+    import benchmark.sweep
+
+    monkeypatch.setattr(benchmark.sweep, "auto_workers", lambda configs: 1)
+
+
 def tiny_mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
 

@@ -71,7 +71,8 @@ BAD_RUN_FLAGS = [
     (["--model", "wrn-10-0"], "widen factor must be >= 1"),
     (["--model", "lenet-5"], "lenet-5 needs images of at least 16x16"),  # digits are 8x8
     (["--model", "char-gru-small"], "char-gru is a character-level language model and takes a text dataset"),
-    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "0"], "--workers must be >= 1 or auto"),
+    (["--workers", "many"], "--workers takes a count or auto, got 'many'"),
     (["--cpus-per-run", "-1"], "--cpus-per-run must be a number > 0"),
     (["--out", ""], "--out is empty; pass a folder"),
     # found when the data is loaded, still before any folder is made
@@ -91,7 +92,7 @@ def test_a_bad_run_flag_leaves_a_missing_out_missing(tmp_path, capsys, args, mes
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args,message", [BAD_RUN_FLAGS[i] for i in (0, 5, 12, 34, 35)])
+@pytest.mark.parametrize("args,message", [BAD_RUN_FLAGS[i] for i in (0, 5, 12, 35, 36)])
 def test_a_bad_run_flag_leaves_an_existing_out_byte_identical(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     assert main(["run", *QUICK, "--out", str(out)]) == 0

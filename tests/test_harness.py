@@ -2,12 +2,14 @@
 import csv
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from benchmark import sweep
 from benchmark.cli import main
 from benchmark.config import RunConfig
 from benchmark.presets import preset_config
@@ -123,6 +125,22 @@ def test_parallel_workers_write_an_intact_runs_csv(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and len({r["run_id"] for r in rows}) == 6
     assert all(len(r) == len(RUN_COLUMNS) and None not in r.values() for r in rows)
+
+
+def test_auto_workers_fill_the_cpus_with_runs_of_their_threads(monkeypatch):
+    monkeypatch.undo()  # the real auto_workers, not the conftest's inline one
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    one, three = (preset_config("digits-lenet300", method="static", threads=t) for t in (1, 3))
+    assert sweep.auto_workers([one]) == 4
+    assert sweep.auto_workers([one, three]) == 1
+    assert sweep.auto_workers([preset_config("digits-lenet300", method="static", threads=2)]) == 2
+
+
+def test_a_sweep_uses_at_most_one_process_per_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep, "auto_workers", lambda configs: 8)
+    monkeypatch.setattr(sweep, "_processes", lambda *args: pytest.fail("one run was sent to a process pool"))
+    code, out, _ = run_cli(capsys, "run", *QUICK, "--epochs", "1", "--methods", "static", "--out", str(tmp_path))
+    assert code == 0 and "done static-s0.9-seed0-" in out
 
 
 def _append_many(path, worker):
