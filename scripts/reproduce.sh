@@ -2,7 +2,7 @@
 # The sweeps behind REPRODUCTION.md. Every command is resumable: run this script again after an
 # interruption and finished runs are skipped, interrupted ones resume from their checkpoints.
 # Usage: bash scripts/reproduce.sh [fmnist-lenet300|new-methods|landscape|mnist-lenet300|mnist-lenet300-full|
-#                                   mnist-snfs|fmnist-lenet5|fortunes-gru|all]
+#                                   mnist-execution|mnist-snfs|fmnist-lenet5|fortunes-gru|all]
 # (default all). Figures and tables of each sweep go to results/<sweep>/figures and results/<sweep>/tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +74,16 @@ if [[ $sweep == mnist-lenet300-full || $sweep == all ]]; then  # the paper's pro
       --seeds 3 --workers "$workers" --out $out
   finished $out mnist-lenet300-full
   report $out
+fi
+if [[ $sweep == mnist-execution || $sweep == all ]]; then  # one full-protocol run both ways, at once on 2 cores
+  timed                                                     # (one process each: the same machine load for both)
+  out=results/mnist-lenet300-execution
+  for execution in masked sparse; do
+    $py -m benchmark run --preset mnist-lenet300 --methods rigl --seed 0 --execution $execution --workers 1 \
+        --out $out &
+  done
+  wait
+  finished $out mnist-execution
 fi
 if [[ $sweep == mnist-snfs || $sweep == all ]]; then  # the SNFS paper's LeNet-300-100 protocol, densities 10/5/2%
   timed
