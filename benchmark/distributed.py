@@ -7,6 +7,7 @@ keep the masks identical on every rank without ever broadcasting them; `check` v
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 from dataclasses import dataclass
@@ -89,7 +90,15 @@ def setup(device_name: str) -> Replicas:
         if cuda:
             torch.cuda.set_device(replicas.local_rank)
         dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(_leave)
     return replicas
+
+
+def _leave() -> None:
+    """Leave the process group before the interpreter exits: a group torn down with the interpreter can abort
+    the process ("terminate called without an active exception") while its threads still run."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def current() -> Replicas:
