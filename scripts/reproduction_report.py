@@ -183,6 +183,11 @@ def execution_table() -> str:
     for r in df.itertuples():
         lines.append(f"| {r.method} | {r.seed} | {r.execution} | {r.wall_time_s / 60:.1f} min | "
                      f"{r.steps_per_s:.0f} | {r.test_accuracy:.2f} |")
+    sweep = runs("mnist-lenet300").set_index("run_id")
+    for r in df[df.run_id.isin(sweep.index)].itertuples():
+        lines.append(f"\nThe {r.execution} run has the settings key of sweep 1's row `{r.run_id}` (commit "
+                     f"{sweep.commit[r.run_id]}): test accuracy {sweep.test_accuracy[r.run_id]:.2f} there, "
+                     f"{r.test_accuracy:.2f} here on commit {r.commit}.")
     walls = df.groupby("execution").wall_time_s.sum()
     if {"masked", "sparse"} <= set(walls.index):
         lines.append(f"\nSparse kernels: {walls['masked'] / walls['sparse']:.2f}x the speed of masked-dense training "
