@@ -77,7 +77,7 @@ if [[ $sweep == mnist-lenet300-full || $sweep == all ]]; then  # the paper's pro
 fi
 if [[ $sweep == mnist-execution || $sweep == all ]]; then  # one full-protocol run both ways, at once on 2 cores
   timed                                                     # (one process each: the same machine load for both)
-  out=results/mnist-lenet300-execution
+  out=results/mnist-lenet300/execution  # beside the sweep: a rerun of one of its runs, not a sweep of its own
   for execution in masked sparse; do
     $py -m benchmark run --preset mnist-lenet300 --methods rigl --seed 0 --execution $execution --workers 1 \
         --out $out &

@@ -27,7 +27,7 @@ from benchmark.results import diverged  # noqa: E402
 
 RESULTS = ROOT / "results"
 TEMPLATE = Path(__file__).with_name("reproduction_template.md")
-EXECUTION = "mnist-lenet300-execution"  # one run of the full protocol, masked-dense and on sparse kernels
+EXECUTION = "mnist-lenet300/execution"  # one run of the full protocol trained again, masked-dense and on sparse kernels
 SWEEPS = {  # folder: what it holds, for the timing table
     "mnist-lenet300": "1. MNIST LeNet-300-100, the paper's full protocol, at its layer sparsities",
     EXECUTION: "1. MNIST LeNet-300-100, the paper's full protocol, one run both ways",

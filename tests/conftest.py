@@ -7,13 +7,15 @@ from torch import nn
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def inline_sweeps(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def inline_sweeps():
     """`run` without --workers trains in this process (tests inspect its output and patch its modules); the
     tests that need processes ask for --workers, and test_harness tests `auto_workers` itself."""
     import benchmark.sweep
 
-    monkeypatch.setattr(benchmark.sweep, "auto_workers", lambda configs: 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(benchmark.sweep, "auto_workers", lambda configs: 1)
+        yield
 
 
 def tiny_mlp() -> nn.Module:

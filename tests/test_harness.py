@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmark import sweep
+from benchmark.sweep import auto_workers  # imported before conftest makes sweeps inline: the real one
 from benchmark.cli import main
 from benchmark.config import RunConfig
 from benchmark.presets import preset_config
@@ -128,12 +129,11 @@ def test_parallel_workers_write_an_intact_runs_csv(tmp_path, capsys):
 
 
 def test_auto_workers_fill_the_cpus_with_runs_of_their_threads(monkeypatch):
-    monkeypatch.undo()  # the real auto_workers, not the conftest's inline one
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     one, three = (preset_config("digits-lenet300", method="static", threads=t) for t in (1, 3))
-    assert sweep.auto_workers([one]) == 4
-    assert sweep.auto_workers([one, three]) == 1
-    assert sweep.auto_workers([preset_config("digits-lenet300", method="static", threads=2)]) == 2
+    assert auto_workers([one]) == 4
+    assert auto_workers([one, three]) == 1
+    assert auto_workers([preset_config("digits-lenet300", method="static", threads=2)]) == 2
 
 
 def test_a_sweep_uses_at_most_one_process_per_run(tmp_path, monkeypatch, capsys):
