@@ -108,7 +108,8 @@ def _run_arguments(run: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     run.add_argument("--out", default="results", help="output folder: runs.csv and runs/<run id>/ (default results)")
     run.add_argument("--workers", default="auto", metavar="N|auto",
                      help="runs trained in parallel processes (default auto: one per CPU this process may use, "
-                          "divided by the runs' threads, at most one per run; 1 on a GPU or under torchrun)")
+                          "divided by the runs' threads, as many as memory holds, at most one per run; 1 on a GPU "
+                          "or under torchrun)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="local: this machine (--workers processes); ray: one Ray task per run (default local)")
     run.add_argument("--ray-address", default=None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 import methods
@@ -26,6 +27,7 @@ from .provenance import code_fingerprint
 from .results import append_row, distribution_cell, read_runs, retire_row, run_row
 from .distributed import resolve_device
 from .loggers import make_logger
+from .memory import available_bytes, dense_state_bytes
 from .provenance import resumed_code
 from .train import plan_run, train
 
@@ -194,11 +196,14 @@ def _ray(todo: list[RunConfig], out: Path, address: str | None, cpus: float, gpu
 
 def auto_workers(configs: list[RunConfig]) -> int:
     """The processes a local sweep of `configs` uses by default: as many as the CPUs this process may use hold
-    runs of their `threads` each (results do not depend on it), or 1 on a GPU or under torchrun."""
+    runs of their `threads` each (results do not depend on it), and as the available memory holds twice the
+    largest run's dense training state each; 1 on a GPU or under torchrun."""
     if not configs or distributed.current().parallel or any(resolve_device(c.device).type != "cpu" for c in configs):
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus // max(c.threads for c in configs))
+    largest = max(dense_state_bytes(c)[1] for c in {(c.model, c.dataset, c.optimizer, c.momentum > 0): c
+                                                      for c in configs}.values())
+    return max(1, min(cpus // max(c.threads for c in configs), available_bytes(torch.device("cpu")) // (2 * largest)))
 
 
 def run_sweep(configs: list[RunConfig], out: Path, workers: int | None = 1, report: Callable[[str], None] = tqdm.write,

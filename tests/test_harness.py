@@ -134,6 +134,12 @@ def test_auto_workers_fill_the_cpus_with_runs_of_their_threads(monkeypatch):
     assert auto_workers([one]) == 4
     assert auto_workers([one, three]) == 1
     assert auto_workers([preset_config("digits-lenet300", method="static", threads=2)]) == 2
+    # LeNet-300-100 on 8x8 digits with SGD momentum: (64*300+300 + 300*100+100 + 100*10+10) = 50,610 parameters
+    # x 4 bytes x 3 (weight, gradient, momentum) = 607,320 bytes; each worker wants twice that
+    monkeypatch.setattr(sweep, "available_bytes", lambda device: 3 * 2 * 607_320)
+    assert auto_workers([one]) == 3
+    monkeypatch.setattr(sweep, "available_bytes", lambda device: 2 * 607_320 - 1)
+    assert auto_workers([one]) == 1
 
 
 def test_a_sweep_uses_at_most_one_process_per_run(tmp_path, monkeypatch, capsys):
