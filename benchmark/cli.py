@@ -260,10 +260,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.dry_run:
         return _dry_run(configs)
-    from .memory import check_fits
+    from .memory import check_fits, distinct_states
 
     device = resolve_device(configs[0].device)
-    for cfg in {(c.model, c.dataset, c.optimizer, c.momentum > 0): c for c in configs}.values():
+    for cfg in distinct_states(configs):
         check_fits(cfg, device)
     if replicas.main:
         check_out_dir(args.out)

@@ -33,6 +33,12 @@ def dense_state_bytes(cfg: RunConfig) -> tuple[int, int]:
     return params, params * FLOAT_BYTES * (2 + optimizer_slots(cfg))
 
 
+def distinct_states(configs: list[RunConfig]) -> list[RunConfig]:
+    """One config per distinct dense training state among `configs` (model, dataset, optimizer, momentum or not):
+    the ones `dense_state_bytes` needs to see."""
+    return list({(c.model, c.dataset, c.optimizer, c.momentum > 0): c for c in configs}.values())
+
+
 def available_bytes(device: torch.device) -> int:
     """Memory a run on `device` can still allocate: free GPU memory, or the host's available memory."""
     if device.type == "cuda":

@@ -27,7 +27,7 @@ from .provenance import code_fingerprint
 from .results import append_row, distribution_cell, read_runs, retire_row, run_row
 from .distributed import resolve_device
 from .loggers import make_logger
-from .memory import available_bytes, dense_state_bytes
+from .memory import available_bytes, dense_state_bytes, distinct_states
 from .provenance import resumed_code
 from .train import plan_run, train
 
@@ -201,8 +201,7 @@ def auto_workers(configs: list[RunConfig]) -> int:
     if not configs or distributed.current().parallel or any(resolve_device(c.device).type != "cpu" for c in configs):
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    largest = max(dense_state_bytes(c)[1] for c in {(c.model, c.dataset, c.optimizer, c.momentum > 0): c
-                                                      for c in configs}.values())
+    largest = max(dense_state_bytes(c)[1] for c in distinct_states(configs))
     return max(1, min(cpus // max(c.threads for c in configs), available_bytes(torch.device("cpu")) // (2 * largest)))
 
 

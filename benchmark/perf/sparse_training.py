@@ -27,10 +27,6 @@ def wants_sparse_training(name: str, setup: ModelSetup) -> bool:
     return 2 * linear >= sum(w.numel() for _, w in layers)
 
 
-def _build(name, setup, method, sparsity, execution, device, batch, criterion):
-    return build_variant(name, setup, method, sparsity, device, batch, criterion, execution=execution)
-
-
 def _step(model, optimizer, sparsifier, batch, criterion, t=None) -> float:
     x, y = batch
     if sparsifier is not None and t is not None:
@@ -52,12 +48,13 @@ def measure_sparse_training(name: str, setup: ModelSetup, method_names: list[str
                 torch.randint(0, 10, (setup.batch_size,), generator=g).to(device)) for _ in range(CHECK_STEPS)]
     batch = batches[0]
     criterion = nn.CrossEntropyLoss()
-    dense = _build(name, setup, None, 0.0, None, device, batch, criterion)
+    dense = build_variant(name, setup, None, 0.0, device, batch, criterion)
     module_flops = forward_flops(build_model(name, 10, setup.input_shape), setup.input_shape)
     rows, variants = [], []
     for method in method_names:
         for sparsity in sparsities:
-            runs = {ex: _build(name, setup, method, sparsity, ex, device, batch, criterion) for ex in ("masked", "sparse")}
+            runs = {ex: build_variant(name, setup, method, sparsity, device, batch, criterion, execution=ex)
+                    for ex in ("masked", "sparse")}
             s = runs["sparse"][2]
             if s.settled_step():  # at the final sparsity (GMP): from its last pruning step on
                 for model, optimizer, sparsifier in runs.values():
