@@ -12,6 +12,8 @@ import methods
 from benchmark import export, perf
 from benchmark.export import SparseConv2d, SparseLinear, export_sparse, load_sparse, masked_dense, sparsify
 from benchmark.models import build_model
+from benchmark.perf.setups import model_setup
+from benchmark.perf.sparse_training import wants_sparse_training
 from methods.selection import choose_subset, keyed_generator, sample_positions, topk_indices
 
 
@@ -258,3 +260,10 @@ def test_perf_times_sparse_kernel_training_beside_the_dense_step(capsys):
         assert row["flops_multiplier"] == pytest.approx(1 - row["sparsity"], abs=0.01)
         assert row["kernel_layers"][:2] == ["fc1", "fc2"]
     assert rows[0]["delta_t"] and "update_step_ms" in rows[0] and rows[2]["delta_t"] is None
+
+
+@pytest.mark.parametrize("name, wanted", [("lenet-300-100", True), ("lenet-5", True), ("char-gru-small", False)])
+def test_perf_times_sparse_kernel_training_where_linear_layers_hold_most_sparse_weights(name, wanted):
+    # LeNet-5's fc1 holds 400,000 of its 430,500 sparse weights; the GRU's recurrent matrices (parameters of an
+    # nn.GRU, not modules) hold most of char-gru-small's, and asking about them once raised AttributeError
+    assert wants_sparse_training(name, model_setup(name)) is wanted

@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
             if "sparse-training" in parts and wants_sparse_training(name, setup):
                 entry["sparse_training"] = measure_sparse_training(name, setup, method_names, sparsities, device,
                                                                    rounds, share, log)
+            elif "sparse-training" in parts:
+                log("  sparse-kernel training: skipped (most of its sparse weights are not in Linear layers, "
+                    "the only ones sparse kernels train)")
             if "inference" in parts:
                 entry["inference"] = measure_inference(name, setup, sparsities, device, rounds, share, log)
             report["models"][name] = entry

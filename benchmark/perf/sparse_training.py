@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import methods
+from methods.base import layer_module
 
 from ..flops import FlopCounter, forward_flops
 from ..models import build_model
@@ -23,7 +24,7 @@ def wants_sparse_training(name: str, setup: ModelSetup) -> bool:
     """Whether most of the model's sparse weights are in Linear layers (what the sparse kernels train)."""
     model = build_model(name, 10, setup.input_shape)
     layers = methods.sparse_layers(model)
-    linear = sum(w.numel() for n, w in layers if isinstance(model.get_submodule(n), nn.Linear))
+    linear = sum(w.numel() for n, w in layers if isinstance(layer_module(model, n)[0], nn.Linear))
     return 2 * linear >= sum(w.numel() for _, w in layers)
 
 
