@@ -91,7 +91,9 @@ class Outcome:
 def stale_code(folder: Path, row: dict[str, Any] | None) -> str:
     """The code fingerprint that a run's row, or an unfinished run's config.json, records where it is not
     the current training code's ("" where it is, or where nothing was trained): the run is stale."""
-    code = (str(row.get("code") or "") or "unrecorded") if row is not None else resumed_code(folder)
+    recorded = row.get("code") if row is not None else None  # an empty cell reads as NaN
+    code = (recorded if isinstance(recorded, str) and recorded else "unrecorded") if row is not None \
+        else resumed_code(folder)
     return "" if code in (None, code_fingerprint()) else code
 
 

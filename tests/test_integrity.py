@@ -220,6 +220,13 @@ def test_a_run_of_other_training_code_is_stale_named_once_and_retrained_only_on_
     assert (tmp_path / "stale" / f"{run_id}-{old}" / "metrics.json").exists()
 
 
+def test_a_row_from_before_fingerprints_is_stale_as_unrecorded(tmp_path):
+    # runs.csv rows written before the `code` column was filled read back with NaN (an empty cell) or ""
+    assert sweep_module.stale_code(tmp_path, {"code": float("nan")}) == "unrecorded"
+    assert sweep_module.stale_code(tmp_path, {"code": ""}) == "unrecorded"
+    assert sweep_module.stale_code(tmp_path, {"code": sweep_module.code_fingerprint()}) == ""
+
+
 def test_an_interrupted_run_of_other_code_is_not_resumed(tmp_path, monkeypatch):
     cfg = preset_config("digits-lenet300", method="rigl", sparsity=0.9, epochs=2, log_every=5)
     with pytest.raises(train_module.RunInterrupted):
