@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,6 +28,7 @@ from benchmark.results import diverged  # noqa: E402
 
 RESULTS = ROOT / "results"
 TEMPLATE = Path(__file__).with_name("reproduction_template.md")
+MASKED = "masked"  # <sweep>/masked: a sweep's runs as first trained masked-dense, before its preset chose execution auto
 EXECUTION = "mnist-lenet300/execution"  # one run of the full protocol trained again, masked-dense and on sparse kernels
 SWEEPS = {  # folder: what it holds, for the timing table
     "mnist-lenet300": "1. MNIST LeNet-300-100, the paper's full protocol, at its layer sparsities",
@@ -37,6 +39,11 @@ SWEEPS = {  # folder: what it holds, for the timing table
     "fashion-mnist-lenet5": "3. Fashion-MNIST LeNet-5",
     "fortunes-gru": "5. Character-level GRU, fortunes corpus",
 }
+
+
+def folders() -> list[str]:
+    """Every results folder the report reads: each sweep, and beside it its masked-dense record where it has one."""
+    return [f for sweep in SWEEPS for f in (sweep, f"{sweep}/{MASKED}") if started(f)]
 
 
 def started(sweep: str) -> bool:
@@ -65,9 +72,9 @@ def claims(sweep: str) -> str:
 def timing() -> str:
     lines = ["| sweep | runs | wall clock (targets of `scripts/reproduce.sh`) | summed training time of its runs |",
              "|---|---:|---|---:|"]
-    for sweep, label in SWEEPS.items():
-        if not started(sweep):
-            continue
+    for sweep in folders():
+        base = sweep.removesuffix(f"/{MASKED}")
+        label = SWEEPS[base] + (", masked-dense (before execution auto)" if sweep != base else "")
         df = runs(sweep)
         times = RESULTS / sweep / "sweep-times.csv"
         walls = "; ".join(f"`{r.target}` {r.wall_s / 60:.0f} min on {r.workers} workers ({r.started_utc[:10]})"
@@ -78,7 +85,7 @@ def timing() -> str:
 
 def software() -> str:
     parts = []
-    for sweep in filter(started, SWEEPS):
+    for sweep in folders():
         df = runs(sweep)
         commits = ", ".join(f"`{c}`" for c in sorted(df.commit.astype(str).unique()))
         parts.append(f"  - `results/{sweep}`: torch {', '.join(sorted(df.torch.unique()))}; "
@@ -88,7 +95,7 @@ def software() -> str:
 
 def diverged_runs() -> str:
     lines = []
-    for sweep in filter(started, SWEEPS):
+    for sweep in folders():
         df = runs(sweep)
         for r in df[diverged(df)].itertuples():
             log = pd.read_csv(RESULTS / sweep / "runs" / r.run_id / "log.csv")
@@ -183,15 +190,45 @@ def execution_table() -> str:
     for r in df.itertuples():
         lines.append(f"| {r.method} | {r.seed} | {r.execution} | {r.wall_time_s / 60:.1f} min | "
                      f"{r.steps_per_s:.0f} | {r.test_accuracy:.2f} |")
-    sweep = runs("mnist-lenet300").set_index("run_id")
-    for r in df[df.run_id.isin(sweep.index)].itertuples():
-        lines.append(f"\nThe {r.execution} run has the settings key of sweep 1's row `{r.run_id}` (commit "
-                     f"{sweep.commit[r.run_id]}): test accuracy {sweep.test_accuracy[r.run_id]:.2f} there, "
-                     f"{r.test_accuracy:.2f} here on commit {r.commit}.")
+    for folder in ("mnist-lenet300", f"mnist-lenet300/{MASKED}"):
+        sweep = runs(folder).set_index("run_id") if started(folder) else pd.DataFrame(index=pd.Index([]))
+        for r in df[df.run_id.isin(sweep.index)].itertuples():
+            lines.append(f"\nThe {r.execution} run has the settings key of the row `{r.run_id}` of `results/{folder}` "
+                         f"(commit {sweep.commit[r.run_id]}): test accuracy {sweep.test_accuracy[r.run_id]:.2f} there, "
+                         f"{r.test_accuracy:.2f} here on commit {r.commit}.")
     walls = df.groupby("execution").wall_time_s.sum()
     if {"masked", "sparse"} <= set(walls.index):
         lines.append(f"\nSparse kernels: {walls['masked'] / walls['sparse']:.2f}x the speed of masked-dense training "
                      "(wall clock of the whole run, evaluation included).")
+    return "\n".join(lines)
+
+
+def both_ways() -> str:
+    """Per sweep and method, the runs of `<sweep>/masked` beside the same settings and seeds trained on sparse kernels:
+    wall time per run and test accuracy each way, and the paired difference of accuracy with its t-test."""
+    lines = ["| sweep | method | pairs | wall time per run: masked / sparse kernels | speed | test accuracy (%): "
+             "masked / sparse kernels | sparse - masked (points), mean ± std | paired t-test p |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def keyed(df: pd.DataFrame) -> pd.DataFrame:  # settings but the execution, and the seed: the same run either way
+        df = df[~diverged(df)]
+        return df.assign(pair=[json.dumps({k: v for k, v in json.loads(cell).items() if k != "execution"},
+                                          sort_keys=True) + f"/{seed}" for cell, seed in zip(df.settings, df.seed)])
+
+    for sweep in SWEEPS:
+        if not started(f"{sweep}/{MASKED}"):
+            continue
+        pairs = keyed(runs(f"{sweep}/{MASKED}")).merge(keyed(runs(sweep)), on="pair", suffixes=("_m", "_s"))
+        for method, p in pairs.groupby("method_m"):
+            diff = p.test_accuracy_s - p.test_accuracy_m
+            test = stats.ttest_rel(p.test_accuracy_s, p.test_accuracy_m).pvalue if len(p) > 1 and diff.any() else math.nan
+            walls = p.wall_time_s_m.mean(), p.wall_time_s_s.mean()
+            lines.append(f"| `{sweep}` | {method} | {len(p)} | {walls[0]:.0f} / {walls[1]:.0f} s | "
+                         f"{walls[0] / walls[1]:.2f}x | {p.test_accuracy_m.mean():.2f} / {p.test_accuracy_s.mean():.2f} | "
+                         f"{diff.mean():+.2f} ± {diff.std():.2f} | {test:.2g} |")
+        total = pairs.wall_time_s_m.sum(), pairs.wall_time_s_s.sum()
+        lines.append(f"| `{sweep}` | all | {len(pairs)} | {total[0] / 60:.1f} / {total[1] / 60:.1f} min in all | "
+                     f"{total[0] / total[1]:.2f}x | – | – | – |")
     return "\n".join(lines)
 
 
@@ -219,6 +256,7 @@ def render() -> str:
         table_full=table("mnist-lenet300"), claims_full=claims("mnist-lenet300"),
         table_short=table("mnist-lenet300-short"), claims_short=claims("mnist-lenet300-short"),
         paper_vs_ours=paper_vs_ours(), diverged=diverged_runs(), table_execution=execution_table(),
+        both_ways=both_ways(),
         claims_landscape=markdown(check_landscape(RESULTS / "fashion-mnist-lenet300" / "landscape")).strip(),
     )
     return TEMPLATE.read_text().format(**values)

@@ -65,3 +65,36 @@ def test_reproduction_md_is_generated_from_the_committed_results():
     script = RESULTS.parent / "scripts" / "reproduction_report.py"
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_both_ways_pairs_each_masked_run_with_its_sparse_kernel_rerun(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("report", RESULTS.parent / "scripts" / "reproduction_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report, "SWEEPS", {"sweep": "a sweep"})
+    fixture = pd.read_csv(RESULTS.parent / "tests" / "fixtures" / "sweep" / "runs.csv")
+    rigl = fixture[fixture.method == "rigl"].head(4).reset_index(drop=True)  # 0.8 and 0.9, seeds 0 and 1
+    assert [(r.sparsity, r.seed) for r in rigl.itertuples()] == [(0.8, 0), (0.8, 1), (0.9, 0), (0.9, 1)]
+
+    def execution(df, name):
+        return [json.dumps({**json.loads(s), "execution": name}) for s in df.settings]
+
+    masked = rigl.assign(test_accuracy=[90.0, 91.0, 92.0, 93.0], wall_time_s=[40, 60, 50, 50],
+                         settings=execution(rigl, "masked"))
+    sparse = rigl.assign(test_accuracy=[90.2, 90.9, 92.3, 93.0], wall_time_s=[20, 30, 25, 25],
+                         settings=execution(rigl, "sparse"), run_id=rigl.run_id + "x", config_key=rigl.config_key + "x")
+    dense = fixture[fixture.method == "dense"]  # only in the sweep: no pair, no line
+    (tmp_path / "sweep" / "masked").mkdir(parents=True)
+    masked.to_csv(tmp_path / "sweep" / "masked" / "runs.csv", index=False)
+    pd.concat([dense, sparse]).to_csv(tmp_path / "sweep" / "runs.csv", index=False)
+    lines = report.both_ways().splitlines()
+    # differences +0.2, -0.1, +0.3, 0.0: mean 0.1, sample std sqrt(0.1 / 3) = 0.18, t = 1.095 on 3 degrees of
+    # freedom, two-sided p = 2 (1 - F(t)) with F(t) = 1/2 + (u / (1 + u^2) + atan u) / pi, u = t / sqrt 3: 0.353
+    assert lines[2:] == ["| `sweep` | rigl | 4 | 50 / 25 s | 2.00x | 91.50 / 91.60 | +0.10 ± 0.18 | 0.35 |",
+                         "| `sweep` | all | 4 | 3.3 / 1.7 min in all | 2.00x | – | – | – |"]
