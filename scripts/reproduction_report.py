@@ -106,6 +106,22 @@ def diverged_runs() -> str:
     return "\n".join(lines) or "- none"
 
 
+def collapsed_runs() -> str:
+    """Runs whose loss stayed finite but whose last logged training loss is above their first: they unlearned."""
+    lines = []
+    for sweep in folders():
+        df = runs(sweep)
+        for r in df[~diverged(df)].itertuples():
+            log = pd.read_csv(RESULTS / sweep / "runs" / r.run_id / "log.csv")
+            start, end = log.train_loss.iloc[0], log.train_loss.iloc[-1]
+            if end > start:
+                jump = log[log.train_loss > start].step.iloc[0]
+                lines.append(f"- `{sweep}/{r.run_id}`: training loss {start:.3f} at step {log.step.iloc[0]}, above it "
+                             f"from step {jump} (lr {log.lr[log.step == jump].iloc[0]:g}), {end:.3f} at the end; final "
+                             f"test accuracy {r.test_accuracy:.2f}%")
+    return "\n".join(lines) or "- none"
+
+
 def paper_vs_ours() -> str:
     """The paper's MNIST rows beside the closest runs of this suite."""
     paper = load_paper()
@@ -255,7 +271,7 @@ def render() -> str:
         table_lenet5=table("fashion-mnist-lenet5"), claims_lenet5=claims("fashion-mnist-lenet5"),
         table_full=table("mnist-lenet300"), claims_full=claims("mnist-lenet300"),
         table_short=table("mnist-lenet300-short"), claims_short=claims("mnist-lenet300-short"),
-        paper_vs_ours=paper_vs_ours(), diverged=diverged_runs(), table_execution=execution_table(),
+        paper_vs_ours=paper_vs_ours(), diverged=diverged_runs(), collapsed=collapsed_runs(), table_execution=execution_table(),
         both_ways=both_ways(),
         claims_landscape=markdown(check_landscape(RESULTS / "fashion-mnist-lenet300" / "landscape")).strip(),
     )
