@@ -263,7 +263,7 @@ def protocol_labels(df: pd.DataFrame) -> pd.Series:
     settings = df["settings"].map(json.loads)
     labels = pd.Series("", index=df.index, dtype=object)
     differing: dict[Any, set[str]] = {i: set() for i in df.index}
-    for keys, ignore in ((["dataset", "model"], NOT_PROTOCOL), (GROUP_COLUMNS, set())):
+    for keys, ignore in ((["dataset", "model"], NOT_PROTOCOL), (GROUP_COLUMNS, {"execution"})):
         for group, index in df.groupby(keys, dropna=False).groups.items():
             values = [settings[i] for i in index]
             baseline = keys is GROUP_COLUMNS and keeps_every_weight(group[GROUP_COLUMNS.index("method")])
@@ -272,6 +272,12 @@ def protocol_labels(df: pd.DataFrame) -> pd.Series:
             changing = {k for k in names if len({json.dumps(s.get(k)) for s in values}) > 1}
             for i in index:
                 differing[i] |= changing
+    # the execution, only between runs alike in every other setting (so it never splits a protocol in two)
+    alike = [json.dumps({k: v for k, v in settings[i].items() if k != "execution"}, sort_keys=True) for i in df.index]
+    for _, index in df.assign(_alike=alike).groupby([*GROUP_COLUMNS, "_alike"], dropna=False).groups.items():
+        if len({json.dumps(settings[i].get("execution")) for i in index}) > 1:
+            for i in index:
+                differing[i].add("execution")
     for i in df.index:
         labels[i] = ", ".join(f"{k}={_text(settings[i].get(k))}" for k in sorted(differing[i]))
     return labels

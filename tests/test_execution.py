@@ -80,3 +80,9 @@ def test_the_execution_auto_chose_per_method_does_not_label_a_summary_row():
     assert protocol_labels(df).tolist() == ["", "", ""]
     both = pd.DataFrame([row("rigl", "masked"), row("rigl", "sparse")])  # one method both ways: told apart
     assert protocol_labels(both).tolist() == ["execution=masked", "execution=sparse"]
+    # two protocols (lr 0.1 masked, lr 0.2 on kernels): the lr tells them apart, the execution would split the
+    # second protocol's rigl from its dense run
+    other = {"settings": json.dumps({"lr": 0.2, "execution": "sparse"})}
+    two = pd.DataFrame([row("rigl", "masked"), row("dense", "masked"), {**row("rigl", "sparse"), **other},
+                        {**row("dense", "masked"), "settings": json.dumps({"lr": 0.2, "execution": "masked"})}])
+    assert protocol_labels(two).tolist() == ["lr=0.1", "lr=0.1", "lr=0.2", "lr=0.2"]

@@ -67,7 +67,7 @@ def measure_inference(name: str, setup: ModelSetup, sparsities: list[float], dev
     dense_weight_bytes = None
     models = {}
     for sparsity in sorted(sparsities, reverse=True):
-        cfg = preset_config(setup.preset, method="static", sparsity=sparsity)
+        cfg = preset_config(setup.preset, method="static", sparsity=sparsity, execution="masked")
         model = copy.deepcopy(dense)
         s = methods.create("static", model, torch.optim.SGD(model.parameters(), lr=0.0), total_steps=1,
                            config=cfg.sparsity_config())

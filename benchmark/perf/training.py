@@ -55,9 +55,11 @@ class Variant:
 
 def build_variant(name: str, setup: ModelSetup, method: str | None, sparsity: float, device: torch.device,
                   batch: tuple[torch.Tensor, torch.Tensor], criterion: nn.Module, **overrides: Any):
-    """(model, optimizer, sparsifier) of `method` at `sparsity` on the setup's preset with `overrides`, from seed 0
-    so every variant starts from the same weights; method None is the plain dense step (no sparsifier)."""
-    cfg = preset_config(setup.preset, **({"method": method, "sparsity": sparsity, **overrides} if method else {}))
+    """(model, optimizer, sparsifier) of `method` at `sparsity` on the setup's preset with `overrides` (masked-dense
+    unless they name an execution), from seed 0 so every variant starts from the same weights; method None is the
+    plain dense step (no sparsifier)."""
+    cfg = preset_config(setup.preset, **({"method": method, "sparsity": sparsity, "execution": "masked", **overrides}
+                                         if method else {}))
     torch.manual_seed(0)
     model = build_model(name, 10, setup.input_shape).to(device).train()
     optimizer = make_optimizer(cfg, model)
